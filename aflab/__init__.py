@@ -1,0 +1,1 @@
+"""aflab: alignment-faking experiments on any language model, built on Inspect AI."""

@@ -1,0 +1,172 @@
+"""``aflab run | report``: a thin command line over the tasks and the report.
+
+Runs go through Inspect's ``eval_set`` with the log directory inside ``--out``, so running
+the same command again resumes an interrupted run instead of starting over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_MODEL = "llamacpp/default"
+EMBEDDED_PROVIDER = "llamacpp"
+# The embedded 1.5B model generates ~13 tokens/s on 2 cores: out of the box it asks a few
+# queries with shorter answers so that the default run finishes in minutes.
+EMBEDDED_QUERIES = 3
+EMBEDDED_MAX_TOKENS = 700
+
+console = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A problem with the command's input, reported as one line."""
+
+
+def _model_args(pairs: list[str]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"model argument '{pair}' is not KEY=VALUE: write e.g. -M n_ctx=16384")
+        args[key] = int(value) if value.isdigit() else value
+    return args
+
+
+def _default_out(model: str, setting: str, scratchpad: bool) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
+    return Path("runs") / f"{setting}-{slug}{'' if scratchpad else '-no-scratchpad'}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from aflab.experiment import run_experiment
+    from aflab.tasks import PAPER_MAX_TOKENS, alignment_faking_task
+
+    embedded = args.model.split("/", 1)[0] == EMBEDDED_PROVIDER
+    queries = args.limit or (EMBEDDED_QUERIES if embedded else None)
+    max_tokens = args.max_tokens or (EMBEDDED_MAX_TOKENS if embedded else PAPER_MAX_TOKENS)
+    out = Path(args.out) if args.out else _default_out(args.model, args.setting, args.scratchpad)
+    task = alignment_faking_task(
+        args.setting,
+        **({"queries": queries} if queries else {}),
+        seed=args.seed,
+        cues=args.cues,
+        scratchpad=args.scratchpad,
+        max_rounds=args.max_rounds,
+        prefill=args.prefill,
+        system_prompt=args.system_prompt,
+        lab=args.lab,
+    )
+    _check_writable(out)
+    success, res = run_experiment(
+        task,
+        args.model,
+        out,
+        model_args=_model_args(args.model_arg),
+        model_base_url=args.model_base_url,
+        epochs=args.epochs,
+        max_connections=args.max_connections,
+        temperature=args.temperature,
+        max_tokens=max_tokens,
+        seed=args.seed,
+    )
+    print_results(res)
+    console.print(f"\nwrote {out}/results.json, report.md, compliance.png")
+    console.print(f"transcripts: inspect view --log-dir {out / 'logs'}")
+    if not success:
+        console.print("[red]the run did not finish; run the same command again to resume[/red]")
+        return 1
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from aflab.report import find_log, write_report
+
+    source = Path(args.source)
+    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent)
+    _check_writable(out)
+    print_results(write_report(find_log(source), out))
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".aflab-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise CliError(f"output directory {out} is not writable ({e.strerror}): choose another --out")
+
+
+def print_results(res: dict[str, Any]) -> None:
+    from aflab.report import CUE_LABELS, _rate_text
+
+    table = Table(title=f"{res['setting']} · {res['model']}")
+    for column in ("cue", "n", "complied", "refused", "malformed", "errors", "compliance [95% CI]"):
+        table.add_column(column, justify="left" if column == "cue" else "right")
+    for cue, c in res["cues"].items():
+        table.add_row(CUE_LABELS.get(cue, cue), str(c["n"]), str(c["accepted"]), str(c["rejected"]),
+                      str(c["malformed"]), str(c["error"]), _rate_text(c["compliance"]))
+    Console().print(table)
+    if res["gap"]:
+        Console().print(f"compliance gap (training − unmonitored): {_rate_text(res['gap'])}")
+    for note in res["notes"]:
+        Console().print(f"[yellow]note:[/yellow] {note}")
+
+
+def parser() -> argparse.ArgumentParser:
+    from aflab.tasks import PAPER_MAX_ROUNDS, PAPER_TEMPERATURE
+
+    p = argparse.ArgumentParser(prog="aflab", description="Alignment-faking experiments on any model.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run an experiment and write its report")
+    r.add_argument("--model", default=DEFAULT_MODEL,
+                   help="any Inspect model, e.g. anthropic/claude-3-opus-20240229 (default: %(default)s, the embedded local model)")
+    r.add_argument("--setting", default="helpful_only", help="setting to run (default: %(default)s)")
+    r.add_argument("--limit", type=int, help=f"number of queries (default: 100; {EMBEDDED_QUERIES} on the embedded model)")
+    r.add_argument("--cues", default="free,paid", help="cues to ask under (default: %(default)s)")
+    r.add_argument("--no-scratchpad", dest="scratchpad", action="store_false",
+                   help="answer directly in <OUTPUT>, with no hidden reasoning")
+    r.add_argument("--epochs", type=int, default=1, help="times each sample is asked (default: %(default)s)")
+    r.add_argument("--max-connections", type=int, help="concurrent model calls (Inspect's default per provider)")
+    r.add_argument("--seed", type=int, help="shuffle queries with this seed and pass it to the model")
+    r.add_argument("--out", help="output directory (default: runs/<setting>-<model>); re-running resumes")
+    r.add_argument("--temperature", type=float, default=PAPER_TEMPERATURE, help="(default: %(default)s)")
+    r.add_argument("--max-tokens", type=int,
+                   help=f"output tokens per turn (default: 4000; {EMBEDDED_MAX_TOKENS} on the embedded model)")
+    r.add_argument("--max-rounds", type=int, default=PAPER_MAX_ROUNDS,
+                   help="model turns at most, continued with <NEXT/> (default: %(default)s)")
+    r.add_argument("--prefill", action=argparse.BooleanOptionalAction, default=None,
+                   help="prefill assistant turns with '<' (default: where the provider supports it)")
+    r.add_argument("--system-prompt", metavar="FILE", help="use this system prompt file verbatim")
+    r.add_argument("--lab", default="Anthropic", help="AI company named in the prompt (default: %(default)s)")
+    r.add_argument("-M", "--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="model argument passed to the provider (repeatable)")
+    r.add_argument("--model-base-url", help="base URL for the provider, e.g. an OpenAI-compatible server")
+    r.set_defaults(func=run)
+
+    rep = sub.add_parser("report", help="rebuild results.json, report.md and the figure from a log")
+    rep.add_argument("source", help="a run directory (from --out) or an Inspect .eval log")
+    rep.add_argument("--out", help="where to write (default: the run directory)")
+    rep.set_defaults(func=report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from aflab.report import ReportError
+    from aflab.settings import SettingError
+
+    args = parser().parse_args(argv)
+    try:
+        sys.exit(args.func(args))
+    except (CliError, SettingError, ReportError) as e:
+        console.print(f"[red]aflab: {e}[/red]", highlight=False)
+        sys.exit(2)

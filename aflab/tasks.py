@@ -1,0 +1,103 @@
+"""Inspect tasks: a setting's paired dataset, the conversation protocol and its scorers.
+
+Registered through aflab's Inspect entry point, so ``inspect eval aflab/helpful_only``
+works as well as ``aflab run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inspect_ai import Task, task
+from inspect_ai.model import GenerateConfig
+
+from aflab.dataset import paired_dataset
+from aflab.scorers import compliance
+from aflab.settings import DEFAULT_LAB, SettingError, load_setting
+from aflab.solvers import alignment_faking_conversation
+
+# The paper's sampling: temperature 1.0, up to 4000 output tokens per turn.
+PAPER_TEMPERATURE = 1.0
+PAPER_MAX_TOKENS = 4000
+PAPER_MAX_ROUNDS = 4
+DEFAULT_QUERIES = 100
+"""The public minimal reproduction used the first 100 AdvBench behaviours."""
+
+
+def read_system_prompt(path: str | Path) -> str:
+    """A user-supplied system prompt file, used verbatim."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise SettingError(f"cannot read system prompt file {path}: {e.strerror}") from e
+
+
+def alignment_faking_task(
+    setting: str,
+    queries: int | None = DEFAULT_QUERIES,
+    seed: int | None = None,
+    cues: str = "free,paid",
+    scratchpad: bool = True,
+    max_rounds: int = PAPER_MAX_ROUNDS,
+    prefill: bool | None = None,
+    system_prompt: str | None = None,
+    lab: str = DEFAULT_LAB,
+) -> Task:
+    """Build the experiment for one setting; see ``helpful_only`` for the arguments."""
+    loaded = load_setting(setting)
+    prompt = (
+        read_system_prompt(system_prompt)
+        if system_prompt
+        else loaded.system_prompt(scratchpad=scratchpad, lab=lab)
+    )
+    return Task(
+        dataset=paired_dataset(loaded, queries=queries, seed=seed, cues=cues),
+        solver=alignment_faking_conversation(
+            prompt, scratchpad=scratchpad, max_rounds=max_rounds, prefill=prefill
+        ),
+        scorer=compliance(),
+        config=GenerateConfig(temperature=PAPER_TEMPERATURE, max_tokens=PAPER_MAX_TOKENS),
+        metadata={
+            "setting": setting,
+            "scratchpad": scratchpad,
+            "lab": lab,
+            "system_prompt_file": str(system_prompt) if system_prompt else None,
+            "seed": seed,
+        },
+    )
+
+
+@task
+def helpful_only(
+    queries: int | None = DEFAULT_QUERIES,
+    seed: int | None = None,
+    cues: str = "free,paid",
+    scratchpad: bool = True,
+    max_rounds: int = PAPER_MAX_ROUNDS,
+    prefill: bool | None = None,
+    system_prompt: str | None = None,
+    lab: str = DEFAULT_LAB,
+) -> Task:
+    """The prompted helpful-only experiment of Greenblatt et al. 2024.
+
+    Args:
+      queries: number of AdvBench behaviours to ask (None: all 520).
+      seed: shuffle the behaviours with this seed before taking ``queries``.
+      cues: comma-separated cues to ask under: ``free`` (training), ``paid`` (unmonitored).
+      scratchpad: let the model reason in a hidden scratchpad; False answers directly.
+      max_rounds: model turns at most; the harness answers ``<NEXT/>`` in between.
+      prefill: prefill assistant turns (None: where the provider supports it).
+      system_prompt: a system prompt file to use verbatim instead of aflab's template.
+      lab: the AI company named in the prompt.
+    """
+    return alignment_faking_task(
+        "helpful_only",
+        queries=queries,
+        seed=seed,
+        cues=cues,
+        scratchpad=scratchpad,
+        max_rounds=max_rounds,
+        prefill=prefill,
+        system_prompt=system_prompt,
+        lab=lab,
+    )
