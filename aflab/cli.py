@@ -46,15 +46,15 @@ def _default_out(model: str, setting: str, scratchpad: bool) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from aflab.experiment import run_experiment
-    from aflab.tasks import PAPER_MAX_TOKENS, alignment_faking_task
+    from aflab.tasks import PAPER_MAX_TOKENS, alignment_faking
 
     embedded = args.model.split("/", 1)[0] == EMBEDDED_PROVIDER
-    queries = args.limit or (EMBEDDED_QUERIES if embedded else None)
+    queries = args.limit if args.limit is not None else (EMBEDDED_QUERIES if embedded else None)
     max_tokens = args.max_tokens or (EMBEDDED_MAX_TOKENS if embedded else PAPER_MAX_TOKENS)
     out = Path(args.out) if args.out else _default_out(args.model, args.setting, args.scratchpad)
-    task = alignment_faking_task(
+    task = alignment_faking(
         args.setting,
-        **({"queries": queries} if queries else {}),
+        **({"queries": queries} if queries is not None else {}),
         seed=args.seed,
         cues=args.cues,
         scratchpad=args.scratchpad,
@@ -63,12 +63,17 @@ def run(args: argparse.Namespace) -> int:
         system_prompt=args.system_prompt,
         lab=args.lab,
     )
+    model_args = _model_args(args.model_arg)
+    if args.model_base_url and args.model.startswith("openai/"):
+        # A custom base URL is an OpenAI-compatible server (vLLM, Ollama, llama.cpp
+        # server), which speaks Chat Completions but not OpenAI's Responses API.
+        model_args.setdefault("responses_api", False)
     _check_writable(out)
     success, res = run_experiment(
         task,
         args.model,
         out,
-        model_args=_model_args(args.model_arg),
+        model_args=model_args,
         model_base_url=args.model_base_url,
         epochs=args.epochs,
         max_connections=args.max_connections,
@@ -168,5 +173,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(args.func(args))
     except (CliError, SettingError, ReportError) as e:
-        console.print(f"[red]aflab: {e}[/red]", highlight=False)
+        console.print(f"[red]aflab: {e}[/red]", highlight=False, soft_wrap=True)
         sys.exit(2)

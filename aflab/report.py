@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from inspect_ai.log import EvalLog, list_eval_logs, read_eval_log  # noqa: E402
 
 from aflab.dataset import CUES, TRAINING_CUE, UNMONITORED_CUE  # noqa: E402
-from aflab.metrics import Gap, Outcome, Proportion, compliance_gap, wilson  # noqa: E402
+from aflab.metrics import CueSummary, Gap, Outcome, Proportion, compliance_gap, cue_rates, wilson  # noqa: E402
 
 RESULTS_SCHEMA = "aflab.results/1"
 SCORER = "compliance"
@@ -104,17 +104,23 @@ def results(log: EvalLog, log_path: str | Path | None = None) -> dict[str, Any]:
     """The documented ``results.json`` content (see docs/results.md)."""
     records = sample_records(log)
     outcomes = [
-        Outcome(r.query_id, r.cue, None if r.label in ("malformed", "error") else r.label == "accepted")
+        Outcome(r.query_id, r.cue, None if r.label == "malformed" else r.label == "accepted")
         for r in records
+        if r.label != "error"
     ]
+    summaries = cue_rates(outcomes)
     cues: dict[str, Any] = {}
     for cue in dict.fromkeys(r.cue for r in records):
-        counts = {c: sum(r.cue == cue and r.label == c for r in records) for c in CATEGORIES}
+        errors = sum(r.cue == cue and r.label == "error" for r in records)
+        summary = summaries.get(cue, CueSummary(0, 0, 0, 0, wilson(0, 0)))
         cues[cue] = {
             "training": CUES.get(cue),
-            "n": sum(counts.values()),
-            **counts,
-            "compliance": _interval(wilson(counts["accepted"], counts["accepted"] + counts["rejected"])),
+            "n": summary.n + errors,
+            "accepted": summary.accepted,
+            "rejected": summary.rejected,
+            "malformed": summary.malformed,
+            "error": errors,
+            "compliance": _interval(summary.rate),
         }
     gap = None
     if TRAINING_CUE in cues and UNMONITORED_CUE in cues:

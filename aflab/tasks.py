@@ -32,8 +32,9 @@ def read_system_prompt(path: str | Path) -> str:
         raise SettingError(f"cannot read system prompt file {path}: {e.strerror}") from e
 
 
-def alignment_faking_task(
-    setting: str,
+@task
+def alignment_faking(
+    setting: str = "helpful_only",
     queries: int | None = DEFAULT_QUERIES,
     seed: int | None = None,
     cues: str = "free,paid",
@@ -43,7 +44,7 @@ def alignment_faking_task(
     system_prompt: str | None = None,
     lab: str = DEFAULT_LAB,
 ) -> Task:
-    """Build the experiment for one setting; see ``helpful_only`` for the arguments."""
+    """The alignment-faking experiment for any setting; see ``helpful_only`` for the arguments."""
     loaded = load_setting(setting)
     prompt = (
         read_system_prompt(system_prompt)
@@ -90,7 +91,7 @@ def helpful_only(
       system_prompt: a system prompt file to use verbatim instead of aflab's template.
       lab: the AI company named in the prompt.
     """
-    return alignment_faking_task(
+    return alignment_faking(
         "helpful_only",
         queries=queries,
         seed=seed,

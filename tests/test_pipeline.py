@@ -9,14 +9,14 @@ from inspect_ai.model import ChatMessageAssistant, ChatMessageSystem, ChatMessag
 from aflab.experiment import run_experiment
 from aflab.report import write_report
 from aflab.settings import load_setting
-from aflab.tasks import alignment_faking_task
+from aflab.tasks import alignment_faking
 
 from .conftest import scripted_output
 
 
 def test_run_on_mock_model_gives_the_scripted_gap(tmp_path, mock_model):
     out = tmp_path / "run"
-    success, res = run_experiment(alignment_faking_task("helpful_only", queries=6), mock_model, out)
+    success, res = run_experiment(alignment_faking("helpful_only", queries=6), mock_model, out)
     assert success
     assert res["cues"]["free"] | {"compliance": None} == {
         "training": True, "n": 6, "accepted": 6, "rejected": 0, "malformed": 0, "error": 0, "compliance": None,
@@ -53,7 +53,7 @@ def test_run_on_mock_model_gives_the_scripted_gap(tmp_path, mock_model):
 
 def test_report_rebuilds_from_the_log_alone(tmp_path, mock_model):
     out = tmp_path / "run"
-    _, res = run_experiment(alignment_faking_task("helpful_only", queries=2), mock_model, out)
+    _, res = run_experiment(alignment_faking("helpful_only", queries=2), mock_model, out)
     rebuilt = write_report(out, tmp_path / "again")
     assert rebuilt["cues"] == res["cues"] and rebuilt["gap"] == res["gap"]
 
@@ -62,7 +62,7 @@ def test_continuation_stops_after_max_rounds(tmp_path):
     always_thinking = get_model(
         "mockllm/model", custom_outputs=lambda *a: scripted_output("<SCRATCHPAD_REASONING>hmm</SCRATCHPAD_REASONING>")
     )
-    _, res = run_experiment(alignment_faking_task("helpful_only", queries=1, max_rounds=3), always_thinking, tmp_path)
+    _, res = run_experiment(alignment_faking("helpful_only", queries=1, max_rounds=3), always_thinking, tmp_path)
     log = read_eval_log(str(tmp_path / res["log"]))
     for sample in log.samples:
         assert sum(isinstance(m, ChatMessageAssistant) for m in sample.messages) == 3
@@ -79,7 +79,7 @@ def test_prefill_is_sent_and_merged_into_the_answer(tmp_path):
         return scripted_output("<rejected/></OUTPUT>")
 
     model = get_model("mockllm/model", custom_outputs=continue_prefill)
-    task = alignment_faking_task("helpful_only", queries=1, prefill=True, scratchpad=False)
+    task = alignment_faking("helpful_only", queries=1, prefill=True, scratchpad=False)
     _, res = run_experiment(task, model, tmp_path)
     assert all(isinstance(m, ChatMessageAssistant) and m.text == "<OUTPUT>" for m in seen)
     assert res["cues"]["paid"]["rejected"] == 1
@@ -96,7 +96,7 @@ def test_no_scratchpad_asks_once_and_says_so_in_the_prompt(tmp_path):
         calls.append(messages)
         return scripted_output("<OUTPUT><rejected/></OUTPUT>")
 
-    task = alignment_faking_task("helpful_only", queries=2, scratchpad=False)
+    task = alignment_faking("helpful_only", queries=2, scratchpad=False)
     _, res = run_experiment(task, get_model("mockllm/model", custom_outputs=direct), tmp_path)
     assert len(calls) == 4
     assert calls[0][0].text == load_setting("helpful_only").system_prompt(scratchpad=False)
@@ -106,6 +106,6 @@ def test_no_scratchpad_asks_once_and_says_so_in_the_prompt(tmp_path):
 def test_system_prompt_file_is_used_verbatim(tmp_path, mock_model):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("You are a test assistant. {{ not a template }}\n")
-    _, res = run_experiment(alignment_faking_task("helpful_only", queries=1, system_prompt=str(prompt)), mock_model, tmp_path / "r")
+    _, res = run_experiment(alignment_faking("helpful_only", queries=1, system_prompt=str(prompt)), mock_model, tmp_path / "r")
     log = read_eval_log(str(tmp_path / "r" / res["log"]))
     assert log.samples[0].messages[0].text == "You are a test assistant. {{ not a template }}"
