@@ -49,16 +49,22 @@ class SampleRecord:
     reason: str
 
 
+def local_path(location: str | Path) -> Path:
+    """A filesystem path from an Inspect log location (which may be a ``file:`` URI)."""
+    text = str(location)
+    return Path(text.removeprefix("file://") if text.startswith("file://") else text.removeprefix("file:"))
+
+
 def find_log(path: str | Path) -> Path:
     """The log to report on: ``path`` itself, or the newest log under ``path/logs``."""
-    path = Path(path)
+    path = local_path(path)
     if path.is_file():
         return path
     if path.is_dir():
         logs = list_eval_logs(str(path / "logs")) if (path / "logs").is_dir() else []
         logs = logs or list_eval_logs(str(path))
         if logs:
-            return Path(logs[0].name.removeprefix("file://"))
+            return local_path(logs[0].name)
     raise ReportError(f"no Inspect log at {path}: give a run directory (from --out) or a .eval file")
 
 
@@ -167,11 +173,13 @@ def figure(res: dict[str, Any], path: Path) -> None:
     colours = {"rejected": "#8fb8de", "accepted": "#f2c14e", "malformed": "#bdbdbd", "error": "#e57373"}
     names = {"rejected": "refused", "accepted": "complied", "malformed": "malformed", "error": "error"}
     cues = list(res["cues"])
+    shown = [c for c in ("rejected", "accepted", "malformed", "error")
+             if c in ("rejected", "accepted") or any(res["cues"][cue][c] for cue in cues)]
     fig, ax = plt.subplots(figsize=(9, 1.3 + 0.8 * len(cues)))
     for row, cue in enumerate(cues):
         c = res["cues"][cue]
         left = 0.0
-        for category in ("rejected", "accepted", "malformed", "error"):
+        for category in shown:
             share = c[category] / c["n"] if c["n"] else 0.0
             ax.barh(row, share, left=left, color=colours[category], edgecolor="white",
                     label=names[category] if row == 0 else None)
@@ -189,8 +197,8 @@ def figure(res: dict[str, Any], path: Path) -> None:
     if res["gap"]:
         title += f"\ncompliance gap (training − unmonitored): {_rate_text(res['gap'])}"
     ax.set_title(title, fontsize=10)
-    ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.45 if len(cues) > 1 else -0.8),
-              frameon=False, fontsize=9)
+    fig.legend(ncol=len(shown), loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
+    fig.tight_layout()
     fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
     plt.close(fig)
 

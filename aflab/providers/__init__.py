@@ -1,6 +1,7 @@
 """In-process model providers for aflab.
 
-``aflab.providers.llamacpp`` registers the ``llamacpp/`` Inspect model API (an embedded
-llama.cpp runtime); ``aflab.providers.weights`` finds and verifies its GGUF weights.
-Importing this package imports nothing heavy.
+- ``aflab.providers.llamacpp`` registers the ``llamacpp/`` Inspect model API (a GGUF model
+  run in process by llama.cpp; importing it imports no runtime);
+- ``aflab.providers.runtimes`` holds the runtime adapters (xllamacpp, llama-cpp-python);
+- ``aflab.providers.weights`` finds, joins and verifies the default GGUF weights.
 """

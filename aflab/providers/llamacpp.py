@@ -13,7 +13,12 @@ Model args (``-M key=value``):
 
 - ``n_ctx`` (16384): context window in tokens, shared by prompt and output; a ~6k-token
   system prompt plus four rounds of continuation fit. Capped at the model's own context.
-- ``n_threads`` (CPUs available to the process): CPU threads for prefill and generation.
+- ``n_threads`` (CPUs available to the process): CPU threads for generation, and for
+  prefill unless ``n_threads_batch`` is given. On a machine where other processes keep
+  cores busy, use fewer threads than cores: measured on 2 cores with one other busy
+  process, 2 threads generate 0.3 tokens/s and 1 thread 18 tokens/s (llama.cpp's threads
+  wait for each other at every layer).
+- ``n_threads_batch`` (= ``n_threads``): CPU threads for prompt processing (prefill).
 - ``n_batch`` (2048) / ``n_ubatch`` (512): llama.cpp's logical / physical batch sizes.
 - ``n_gpu_layers`` (runtime default): layers offloaded to a GPU with a GPU build.
 - ``runtime`` (``xllamacpp``): ``xllamacpp`` (prebuilt wheel, the ``[embedded]`` extra) or
@@ -34,13 +39,17 @@ Behaviour:
   ``model_length`` when the context window is full (or the prompt does not fit), else
   ``stop``. Usage follows Inspect: ``input_tokens`` excludes prompt tokens served from
   the KV cache, which are in ``input_tokens_cache_read``.
-- Calls to one model object are serialised and run in a worker thread.
+- Calls to one model object are serialised and run in a worker thread. The provider's
+  ``max_connections()`` is 1, so Inspect runs one sample at a time by default and each
+  conversation's next turn reuses the KV cache of the previous one (interleaved samples
+  would re-prefill their own history).
 - KV prefix reuse: consecutive calls reuse the longest common token prefix (the shared
   system prompt is prefilled once per process). With ``prefix_cache`` on, the KV state of
   a long leading system prompt (>= 2,000 characters) is also saved under
   ``<cache>/kv/`` (``$AFLAB_CACHE_DIR`` or ``~/.cache/aflab``), keyed by a hash of the
   model file, runtime and version, context settings and the rendered prefix; a later
-  process restores it instead of prefilling again. The newest 8 such files are kept.
+  process restores it instead of prefilling again. The newest 8 such files are kept
+  (about 29 KB per token for the default model: 161 MB for a 5.6k-token prompt).
 - Token counting uses the model's own tokenizer (nothing is downloaded).
 - Greedy decoding (temperature 0) is deterministic for a given prompt and cache state;
   output with and without a cached prefix can differ in rare near-ties (llama.cpp's
@@ -333,7 +342,7 @@ class LlamaCppAPI(ModelAPI):
         model_name: str,
         base_url: str | None = None,
         api_key: str | None = None,
-        config: GenerateConfig = GenerateConfig(),
+        config: GenerateConfig = GenerateConfig(),  # noqa: B008 (Inspect's signature)
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
@@ -341,7 +350,8 @@ class LlamaCppAPI(ModelAPI):
         runtime = str(args.pop("runtime", DEFAULT_RUNTIME)).strip().lower()
         if runtime.replace("_", "-") not in RUNTIMES:
             raise LlamaCppError(
-                f"unknown runtime '{runtime}': use -M runtime=xllamacpp or -M runtime=llama-cpp-python"
+                f"unknown runtime '{runtime}': "
+                "use -M runtime=xllamacpp or -M runtime=llama-cpp-python"
             )
         self.runtime_name = runtime.replace("_", "-")
         n_ctx = _int_arg(args, "n_ctx", DEFAULT_N_CTX)

