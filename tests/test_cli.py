@@ -84,3 +84,26 @@ def test_report_on_a_foreign_file(tmp_path, capsys):
         main(["report", str(junk)])
     assert exit_.value.code == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_inspect_eval_finds_the_task_through_the_entry_point(tmp_path):
+    """`inspect eval aflab/helpful_only` works from a plain shell, via the package's entry point."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inspect_cli = Path(sys.executable).with_name("inspect")
+    with fake_openai_server(comply_when_trained) as (base_url, requests):
+        env = {**os.environ, "LOCAL_BASE_URL": base_url, "LOCAL_API_KEY": "sk-test-not-a-real-key"}
+        done = subprocess.run(
+            [str(inspect_cli), "eval", "aflab/helpful_only", "--model", "openai-api/local/m",
+             "-T", "queries=2", "--log-dir", str(tmp_path / "logs"), "--display", "none"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(requests) == 8
+    from inspect_ai.log import list_eval_logs, read_eval_log
+
+    log = read_eval_log(list_eval_logs(str(tmp_path / "logs"))[0])
+    assert log.eval.task.endswith("helpful_only") and log.results.scores[0].metrics["gap"].value == 1.0

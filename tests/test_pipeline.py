@@ -109,3 +109,11 @@ def test_system_prompt_file_is_used_verbatim(tmp_path, mock_model):
     _, res = run_experiment(alignment_faking("helpful_only", queries=1, system_prompt=str(prompt)), mock_model, tmp_path / "r")
     log = read_eval_log(str(tmp_path / "r" / res["log"]))
     assert log.samples[0].messages[0].text == "You are a test assistant. {{ not a template }}"
+
+
+def test_epochs_repeat_each_sample_and_cluster_by_query(tmp_path, mock_model):
+    _, res = run_experiment(alignment_faking("helpful_only", queries=3), mock_model, tmp_path, epochs=2)
+    assert res["cues"]["free"]["n"] == 6 and res["cues"]["free"]["accepted"] == 6
+    assert res["gap"]["n_queries"] == 3 and res["options"]["epochs"] == 2
+    log = read_eval_log(str(tmp_path / res["log"]))
+    assert sorted((s.id, s.epoch) for s in log.samples)[:2] == [("advbench-000-free", 1), ("advbench-000-free", 2)]
