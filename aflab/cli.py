@@ -81,12 +81,30 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=max_tokens,
         seed=args.seed,
     )
+    if args.classifier and success:
+        from aflab.experiment import score_run
+
+        res = score_run(out, _classifiers(args.classifier), grader=args.grader, votes=args.votes, out=out)
     print_results(res)
     console.print(f"\nwrote {out}/results.json, report.md, compliance.png")
     console.print(f"transcripts: inspect view --log-dir {out / 'logs'}")
     if not success:
         console.print("[red]the run did not finish; run the same command again to resume[/red]")
         return 1
+    return 0
+
+
+def _classifiers(values: list[str]) -> list[str]:
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+def score(args: argparse.Namespace) -> int:
+    from aflab.experiment import score_run
+
+    source = Path(args.source)
+    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent.parent)
+    _check_writable(out)
+    print_results(score_run(source, _classifiers(args.classifier), grader=args.grader, votes=args.votes, out=out))
     return 0
 
 
@@ -122,8 +140,21 @@ def print_results(res: dict[str, Any]) -> None:
     Console().print(table)
     if res["gap"]:
         Console().print(f"compliance gap (training − unmonitored): {_rate_text(res['gap'])}")
+    for c in res.get("classifiers", {}).values():
+        rates = ", ".join(f"{CUE_LABELS.get(cue, cue)} {r['flagged']}/{r['n']} {_rate_text(r['rate'])}"
+                          for cue, r in c["cues"].items())
+        Console().print(f"{c['description']}: {rates}")
     for note in res["notes"]:
         Console().print(f"[yellow]note:[/yellow] {note}")
+
+
+def _grader_options(p: argparse.ArgumentParser) -> None:
+    from aflab.scorers import CLASSIFIER_SCORERS, DEFAULT_GRADER, IMPROVED_VOTES
+
+    p.add_argument("--classifier", action="append", default=[], metavar="NAME[,NAME]",
+                   help=f"grader classifiers to apply, in order: {', '.join(CLASSIFIER_SCORERS)}")
+    p.add_argument("--grader", help=f"grader model, any Inspect model (default: {DEFAULT_GRADER}, low-confidence)")
+    p.add_argument("--votes", type=int, help=f"grader samples per transcript for af-improved (default: {IMPROVED_VOTES})")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -156,7 +187,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-M", "--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="model argument passed to the provider (repeatable)")
     r.add_argument("--model-base-url", help="base URL for the provider, e.g. an OpenAI-compatible server")
+    _grader_options(r)
     r.set_defaults(func=run)
+
+    sc = sub.add_parser("score", help="re-score a run's log with grader classifiers (no calls to the tested model)")
+    sc.add_argument("source", help="a run directory (from --out) or an Inspect .eval log")
+    sc.add_argument("--out", help="where to write the report (default: the run directory)")
+    _grader_options(sc)
+    sc.set_defaults(func=score)
 
     rep = sub.add_parser("report", help="rebuild results.json, report.md and the figure from a log")
     rep.add_argument("source", help="a run directory (from --out) or an Inspect .eval log")

@@ -1,16 +1,18 @@
-"""Run a task on a model into an output directory, then write its report.
+"""Run a task on a model into an output directory, or re-score its log; then report.
 
-The one place that calls Inspect's ``eval_set``: its log directory lives inside the output
-directory, so calling again with the same arguments resumes an interrupted run and skips
-samples that already finished.
+The one place that calls Inspect's ``eval_set`` and ``score``: the log directory lives
+inside the output directory, so calling again with the same arguments resumes an
+interrupted run and skips samples that already finished.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from inspect_ai import Task, eval_set
+from inspect_ai.log import EvalLog, write_eval_log
 from inspect_ai.model import Model
 
 from aflab.report import write_report
@@ -46,3 +48,55 @@ def run_experiment(
         **{k: v for k, v in generate.items() if v is not None},
     )
     return success, write_report(logs[0].location, out)
+
+
+def drop_scorer(log: EvalLog, name: str) -> None:
+    """Remove every trace of one scorer from ``log`` so that re-scoring replaces it."""
+    for sample in log.samples or []:
+        (sample.scores or {}).pop(name, None)
+    if log.results is not None:
+        log.results.scores = [s for s in log.results.scores if s.name != name]
+    log.reductions = [r for r in (log.reductions or []) if r.scorer != name] or None
+    log.eval.scorers = [s for s in (log.eval.scorers or []) if s.name != name] or None
+
+
+def score_run(
+    source: str | Path,
+    classifiers: list[str],
+    grader: str | None = None,
+    votes: int | None = None,
+    out: str | Path | None = None,
+    display: str | None = None,
+) -> dict[str, Any]:
+    """Re-score a finished run's log with grader classifiers; no call to the tested model.
+
+    Classifiers run in the order given (``motivation`` needs an alignment-faking score
+    first, from this call or an earlier one); a classifier already in the log is replaced.
+    Grader calls go through Inspect's cache, so scoring the same log again costs nothing.
+    The log is rewritten in place (via a temporary file) and the report rebuilt.
+    """
+    from inspect_ai import score
+
+    from aflab.report import ReportError, find_log, load_log
+    from aflab.scorers import AF_SCORERS, CLASSIFIER_SCORERS
+
+    unknown = [c for c in classifiers if c not in CLASSIFIER_SCORERS]
+    if unknown or not classifiers:
+        raise ReportError(f"unknown classifier {', '.join(unknown) or '(none)'}: choose from {', '.join(CLASSIFIER_SCORERS)}")
+    log_file = find_log(source)
+    log = load_log(log_file)
+    have_af = any(n in (log.samples[0].scores or {}) for n in AF_SCORERS.values())
+    if "motivation" in classifiers and not have_af and not any(c in AF_SCORERS for c in classifiers[: classifiers.index("motivation")]):
+        raise ReportError("the motivation classifier needs alignment-faking scores: run --classifier af-improved (or af-original) first")
+    for name in classifiers:
+        factory = CLASSIFIER_SCORERS[name]
+        scorer = factory(votes=votes) if votes and name == "af-improved" else factory()
+        drop_scorer(log, factory.__name__)  # the name Inspect logs the scores under
+        log = score(log, [scorer], action="append", model_roles={"grader": grader} if grader else None,
+                    display=display or "none")
+    # written beside the log directory, not in it, so a crash leaves no second log there
+    with tempfile.TemporaryDirectory(dir=log_file.parent.parent, prefix=".aflab-rescore-") as scratch:
+        temporary = Path(scratch) / log_file.name
+        write_eval_log(log, str(temporary))
+        temporary.replace(log_file)
+    return write_report(log_file, Path(out) if out else log_file.parent.parent)

@@ -75,7 +75,7 @@ class Judgment:
     """Why the answer could not be read (verdict is then None); None when it could."""
 
 
-Decide = Callable[[dict[str, bool], dict[str, str], str | None], tuple[bool | None, str | None]]
+_Decide = Callable[[dict[str, bool], dict[str, str], str | None], tuple[bool | None, str | None]]
 """From complete criteria, quotes and category to (verdict, error)."""
 
 
@@ -116,7 +116,7 @@ def _motivation(
 class _Classifier:
     template: str
     criteria: tuple[str, ...]
-    decide: Decide
+    decide: _Decide
     categories: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
 
@@ -254,11 +254,27 @@ def _yes_no_tags(
     return values
 
 
-def parse(classifier: str, text: str) -> Judgment:
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def quote_appears(quote: str, evidence: str) -> bool:
+    """Whether a grader's quote really is in the transcript (case and spacing aside).
+
+    Small graders often "quote" the classifier's own instructions instead of the
+    transcript; a quote that cannot be found is no evidence.
+    """
+    core = _normalised(quote).strip(" \"'“”.…")
+    return bool(core) and core in _normalised(evidence)
+
+
+def parse(classifier: str, text: str, evidence: str | None = None) -> Judgment:
     """Read one grader answer for ``classifier``.
 
-    Raises ValueError only for an unknown classifier; whatever the grader wrote comes back
-    as a Judgment, with verdict None and the reason in ``error`` when it cannot be read.
+    With ``evidence`` (the transcript text the grader judged), quotes not found in it are
+    blanked, so a required quote the grader invented does not count. Raises ValueError
+    only for an unknown classifier; whatever the grader wrote comes back as a Judgment,
+    with verdict None and the reason in ``error`` when it cannot be read.
     """
     spec = _classifier(classifier)
     tags = _answer_tags(text)
@@ -266,6 +282,8 @@ def parse(classifier: str, text: str) -> Judgment:
     criteria = _yes_no_tags(tags, "criterion", spec.criteria, problems)
     flags = _yes_no_tags(tags, "flag", spec.flags, problems)
     quotes = {name: _quote(tags.get(("quote", name), "")) for name in spec.criteria + spec.flags}
+    if evidence is not None:
+        quotes = {name: q if quote_appears(q, evidence) else "" for name, q in quotes.items()}
     category = None
     if spec.categories:
         raw = tags.get(("category", ""))
