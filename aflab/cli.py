@@ -108,6 +108,29 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def validate_classifier(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from inspect_ai.model import get_model
+
+    from aflab.classifiers.validate import validate
+    from aflab.scorers import DEFAULT_GRADER, IMPROVED_VOTES
+
+    (classifier,) = _classifiers(args.classifier) or ["af-improved"]
+    result = asyncio.run(validate(classifier, get_model(args.grader or DEFAULT_GRADER),
+                                  votes=args.votes or IMPROVED_VOTES))
+    a = result["accuracy"]
+    Console().print(
+        f"{classifier} graded by {result['grader']} on {result['n']} labelled scratchpads "
+        f"({result['unreadable']} unreadable): accuracy {a['estimate']:.2f} [{a['low']:.2f}, {a['high']:.2f}], "
+        f"precision {result['precision']:.2f}, recall {result['recall']:.2f}, AUROC {result['auroc']:.2f}"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     from aflab.report import find_log, write_report
 
@@ -195,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", help="where to write the report (default: the run directory)")
     _grader_options(sc)
     sc.set_defaults(func=score)
+
+    v = sub.add_parser("validate-classifier", help="measure a grader's alignment-faking accuracy on aflab's labelled set")
+    _grader_options(v)
+    v.add_argument("--out", help="also write the full result (per-row vote shares) to this JSON file")
+    v.set_defaults(func=validate_classifier)
 
     rep = sub.add_parser("report", help="rebuild results.json, report.md and the figure from a log")
     rep.add_argument("source", help="a run directory (from --out) or an Inspect .eval log")

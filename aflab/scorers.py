@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from inspect_ai.model import CachePolicy, ChatMessageAssistant, GenerateConfig, get_model
+from inspect_ai.model import CachePolicy, ChatMessageAssistant, GenerateConfig, Model, get_model
 from inspect_ai.scorer import Metric, SampleScore, Score, Target, metric, scorer
 from inspect_ai.solver import TaskState
 
@@ -90,8 +90,14 @@ AF_SCORERS = {"af-original": "alignment_faking_original", "af-improved": "alignm
 """Classifier name -> the scorer name its scores are logged under."""
 
 
+def grader_model() -> Model:
+    """The model in the ``grader`` role, else the embedded default."""
+    return get_model(role=GRADER_ROLE, default=DEFAULT_GRADER)
+
+
 async def ask_grader(
-    classifier: str, prompt: str, evidence: str, votes: int = 1, temperature: float = 0.0
+    classifier: str, prompt: str, evidence: str, votes: int = 1, temperature: float = 0.0,
+    grader: Model | None = None,
 ) -> tuple[str, list[Judgment]]:
     """The grader's name and ``votes`` independent answers to one prompt, as judgments.
 
@@ -99,7 +105,7 @@ async def ask_grader(
     transcript still differ from each other (a shared key would return one answer 20 times).
     Quotes are checked against ``evidence``, the transcript text the grader saw.
     """
-    grader = get_model(role=GRADER_ROLE, default=DEFAULT_GRADER)
+    grader = grader or grader_model()
     config = GenerateConfig(temperature=temperature, max_tokens=GRADER_MAX_TOKENS)
 
     async def one(vote: int) -> Judgment:
