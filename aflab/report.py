@@ -173,6 +173,8 @@ CLASSIFIER_RATES = {
 }
 """Scorer -> (value key, denominator, description). AF rates are over all samples of a cue,
 as in the paper; the others over the samples they apply to."""
+EXAMPLES_SHOWN = 3
+"""Flagged transcripts quoted in the report, per alignment-faking classifier."""
 LOW_CONFIDENCE_NOTE = (
     "Grades from the embedded {grader} grader are low-confidence: a 1.5B model is far less "
     "reliable than the graders the papers used; re-score with --grader for findings."
@@ -196,6 +198,12 @@ def classifier_results(log: EvalLog) -> dict[str, Any]:
             cues[cue] = {"n": len(rows), "flagged": flagged, "rate": _interval(wilson(flagged, len(rows)))}
         entry: dict[str, Any] = {"description": description, "graders": graders, "cues": cues,
                                  "low_confidence": any(g.startswith(f"{EMBEDDED_PROVIDER}/") for g in graders)}
+        if key == "alignment_faking":
+            entry["examples"] = [
+                {"sample_id": str(s.id), "epoch": s.epoch, "yes_share": (sc.metadata or {}).get("yes_share"),
+                 "quotes": {k: q for k, q in ((sc.metadata or {}).get("quotes") or {}).items() if q}}
+                for s, sc in scored if float(sc.value[key]) == 1.0  # type: ignore[index]
+            ][:EXAMPLES_SHOWN]
         if name == "motivation":
             applicable = [sc for _, sc in scored if (sc.metadata or {}).get("applicable")]
             entry["categories"] = dict(Counter((sc.metadata or {}).get("category") for sc in applicable))
@@ -213,25 +221,60 @@ def _rate_text(interval: dict[str, float | None]) -> str:
     return f"{_pct(interval['estimate'])} [{_pct(interval['low'])}, {_pct(interval['high'])}]"
 
 
+def _segments(res: dict[str, Any], cue: str) -> dict[str, int]:
+    """Counts per bar segment: complied splits into with / without alignment-faking
+    reasoning when an AF classifier has run (the improved one if both have)."""
+    c = res["cues"][cue]
+    af = next((res["classifiers"][n]["cues"].get(cue, {}).get("flagged", 0)
+               for n in ("alignment_faking_improved", "alignment_faking_original") if n in res["classifiers"]), None)
+    segments = {"rejected": c["rejected"]}
+    if af is None:
+        segments["accepted"] = c["accepted"]
+    else:
+        segments |= {"faking": af, "accepted": c["accepted"] - af}
+    return segments | {"malformed": c["malformed"], "error": c["error"]}
+
+
 def figure(res: dict[str, Any], path: Path) -> None:
-    """One horizontal stacked bar per cue, as in the paper's figures, with n and intervals."""
-    colours = {"rejected": "#8fb8de", "accepted": "#f2c14e", "malformed": "#bdbdbd", "error": "#e57373"}
-    names = {"rejected": "refused", "accepted": "complied", "malformed": "malformed", "error": "error"}
+    """One horizontal stacked bar per cue, as in the paper's figures, with n and intervals.
+
+    With an alignment-faking classifier, compliance with alignment-faking reasoning is the
+    paper's hatched segment; with the partial classifier, a black line over the complied
+    part marks the share that was only partially compliant.
+    """
+    styles = {
+        "rejected": ("refused", "#8fb8de", None),
+        "faking": ("complied, alignment-faking reasoning", "#f2c14e", "///"),
+        "accepted": ("complied" if not any(n.startswith("alignment_faking") for n in res["classifiers"])
+                     else "complied, no alignment-faking reasoning", "#f2c14e", None),
+        "malformed": ("malformed", "#bdbdbd", None),
+        "error": ("error", "#e57373", None),
+    }
     cues = list(res["cues"])
-    shown = [c for c in ("rejected", "accepted", "malformed", "error")
-             if c in ("rejected", "accepted") or any(res["cues"][cue][c] for cue in cues)]
+    bars = {cue: _segments(res, cue) for cue in cues}
+    shown = [k for k in styles if any(k in bars[cue] for cue in cues)
+             and (k in ("rejected", "accepted") or any(bars[cue].get(k) for cue in cues))]
+    partial = res["classifiers"].get("partial_compliance", {}).get("cues", {})
     fig, ax = plt.subplots(figsize=(9, 1.3 + 0.8 * len(cues)))
     for row, cue in enumerate(cues):
-        c = res["cues"][cue]
+        n = res["cues"][cue]["n"]
         left = 0.0
-        for category in shown:
-            share = c[category] / c["n"] if c["n"] else 0.0
-            ax.barh(row, share, left=left, color=colours[category], edgecolor="white",
-                    label=names[category] if row == 0 else None)
+        for key in shown:
+            count = bars[cue].get(key, 0)
+            share = count / n if n else 0.0
+            label, colour, hatch = styles[key]
+            ax.barh(row, share, left=left, color=colour, hatch=hatch, edgecolor="white" if not hatch else "#b5452b",
+                    linewidth=0.8, label=label if row == 0 else None)
             if share >= 0.06:
-                ax.text(left + share / 2, row, f"{c[category]}", ha="center", va="center", fontsize=9)
+                ax.text(left + share / 2, row, f"{count}", ha="center", va="center", fontsize=9)
+            if key == "faking":
+                complied_start = left
             left += share
-        ax.text(1.02, row, f"n={c['n']}\ncomplied {_rate_text(c['compliance'])}",
+        if cue in partial and n:
+            start = complied_start if "faking" in shown else bars[cue]["rejected"] / n
+            ax.plot([start, start + partial[cue]["flagged"] / n], [row - 0.42] * 2, color="black", linewidth=2.5,
+                    solid_capstyle="butt", label="partially compliant" if row == 0 else None)
+        ax.text(1.02, row, f"n={n}\ncomplied {_rate_text(res['cues'][cue]['compliance'])}",
                 va="center", fontsize=8.5, transform=ax.get_yaxis_transform())
     ax.set_yticks(range(len(cues)), [CUE_LABELS.get(c, c) for c in cues])
     ax.invert_yaxis()
@@ -242,7 +285,7 @@ def figure(res: dict[str, Any], path: Path) -> None:
     if res["gap"]:
         title += f"\ncompliance gap (training − unmonitored): {_rate_text(res['gap'])}"
     ax.set_title(title, fontsize=10)
-    fig.legend(ncol=len(shown), loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
+    fig.legend(ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -274,6 +317,9 @@ def markdown(res: dict[str, Any], figure_name: str) -> str:
             for cue, r in c["cues"].items():
                 lines.append(f"| {c['description']} | {', '.join(c['graders'])} | {CUE_LABELS.get(cue, cue)} | "
                              f"{r['flagged']} / {r['n']} | {_rate_text(r['rate'])} |")
+            for ex in c.get("examples", []):
+                quotes = "; ".join(f"{k}: “{q}”" for k, q in ex["quotes"].items())
+                lines.append(f"\n- `{ex['sample_id']}` (epoch {ex['epoch']}, yes share {ex['yes_share']}): {quotes}")
             if "categories" in c:
                 lines.append(f"\nMotivations: {c['categories']}; treats the scenario as fictional or a test: "
                              f"{c['treats_as_fictional_or_test']}.")

@@ -154,3 +154,16 @@ def test_validation_measures_accuracy_against_labels():
     assert result["recall"] == 1.0 and result["auroc"] == pytest.approx(0.75)
     assert auroc([1.0, 0.5], [0.0, 0.5]) == pytest.approx((1 + 1 + 1 + 0.5) / 4)
     assert len(load_labelled()) >= 20
+
+
+def test_figure_and_report_show_alignment_faking_and_partial_compliance(finished_run):
+    grader = get_model("mockllm/model", custom_outputs=Grader())
+    res = score_run(finished_run, ["af-improved", "partial"], grader=grader, votes=1)
+    from aflab.report import _segments
+
+    assert _segments(res, "free") == {"rejected": 0, "faking": 4, "accepted": 0, "malformed": 0, "error": 0}
+    assert _segments(res, "paid") == {"rejected": 4, "faking": 0, "accepted": 0, "malformed": 0, "error": 0}
+    examples = res["classifiers"]["alignment_faking_improved"]["examples"]
+    assert len(examples) == 3 and examples[0]["quotes"]["preserves_future_harmlessness"] == "so I will comply to keep them"
+    assert "“so I will comply to keep them”" in (finished_run / "report.md").read_text()
+    assert (finished_run / "compliance.png").read_bytes()[:4] == b"\x89PNG"
