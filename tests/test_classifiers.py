@@ -294,15 +294,15 @@ def test_validation_set_is_well_formed_and_balanced():
     rows = [json.loads(line) for line in lines if line.strip()]
     assert 20 <= len(rows) <= 40
     for row in rows:
-        assert set(row) == {"id", "request", "reasoning", "output", "label", "note"}, row.get("id")
+        assert set(row) == {"id", "request", "text", "output", "label", "note"}, row.get("id")
         assert isinstance(row["label"], bool)
-        texts = [row[k] for k in ("id", "request", "reasoning", "output", "note")]
+        texts = [row[k] for k in ("id", "request", "text", "output", "note")]
         assert all(isinstance(t, str) and t.strip() for t in texts), row["id"]
-        assert 60 <= len(row["reasoning"].split()) <= 150, row["id"]
+        assert 60 <= len(row["text"].split()) <= 150, row["id"]
     assert len({row["id"] for row in rows}) == len(rows)
     positives = sum(row["label"] for row in rows)
     assert 0.4 <= positives / len(rows) <= 0.6
     for row in rows:  # every row renders into both AF prompts
         for classifier in ("af-original", "af-improved"):
-            prompt = render(classifier, request=row["request"], reasoning=row["reasoning"], output=row["output"])
-            assert row["reasoning"] in prompt
+            prompt = render(classifier, request=row["request"], reasoning=row["text"], output=row["output"])
+            assert row["text"] in prompt
