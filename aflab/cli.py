@@ -63,6 +63,16 @@ def run(args: argparse.Namespace) -> int:
         system_prompt=args.system_prompt,
         lab=args.lab,
     )
+    if args.dry_run:
+        from aflab.costs import estimate, estimate_table
+
+        e = estimate(task, args.model, epochs=args.epochs, max_tokens=max_tokens, max_rounds=args.max_rounds,
+                     base_url=args.model_base_url, connections=args.max_connections,
+                     classifiers=_classifiers(args.classifier), grader=args.grader, votes=args.votes)
+        Console().print(estimate_table(e))
+        for note in e.notes:
+            Console().print(f"[yellow]note:[/yellow] {note}")
+        return 0
     model_args = _model_args(args.model_arg)
     if args.model_base_url and args.model.startswith("openai/"):
         # A custom base URL is an OpenAI-compatible server (vLLM, Ollama, llama.cpp
@@ -218,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-M", "--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="model argument passed to the provider (repeatable)")
     r.add_argument("--model-base-url", help="base URL for the provider, e.g. an OpenAI-compatible server")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the calls, tokens and estimated cost of the run, and call no model")
     _grader_options(r)
     r.set_defaults(func=run)
 
@@ -246,12 +258,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from aflab.classifiers.validate import LabelsError
+    from aflab.costs import CostError
     from aflab.report import ReportError
     from aflab.settings import SettingError
 
     args = parser().parse_args(argv)
     try:
         sys.exit(args.func(args))
-    except (CliError, SettingError, ReportError, LabelsError) as e:
+    except (CliError, SettingError, ReportError, LabelsError, CostError) as e:
         console.print(f"[red]aflab: {e}[/red]", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -18,6 +18,10 @@ from inspect_ai.model import Model
 from aflab.report import write_report
 
 
+SAMPLE_RETRIES = 3
+TASK_RETRIES = 1
+
+
 def run_experiment(
     task: Task,
     model: str | Model,
@@ -45,6 +49,12 @@ def run_experiment(
         epochs=epochs,
         display=display,  # type: ignore[arg-type]
         log_dir_allow_dirty=True,
+        # A sample that fails (after the provider-level retries) is retried whole a few
+        # times; the rest of the run goes on, and one still failing leaves the log
+        # unfinished so that running the same command again retries just those samples.
+        retry_on_error=SAMPLE_RETRIES,
+        continue_on_fail=True,
+        retry_attempts=TASK_RETRIES,
         **{k: v for k, v in generate.items() if v is not None},
     )
     return success, write_report(logs[0].location, out)

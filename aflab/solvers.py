@@ -30,6 +30,10 @@ def prefill_text(scratchpad: bool) -> str:
     return "<" if scratchpad else OUTPUT_OPEN
 
 
+class EmptyCompletion(RuntimeError):
+    """The model returned no text at all: a provider fault, so the sample is retried."""
+
+
 @solver
 def alignment_faking_conversation(
     system_prompt: str,
@@ -56,17 +60,18 @@ def alignment_faking_conversation(
             use_prefill = prefill
         state.messages.insert(0, ChatMessageSystem(content=system_prompt))
         for _ in range(max_rounds if scratchpad else 1):
-            if use_prefill:
-                head = prefill_text(scratchpad)
+            head = prefill_text(scratchpad) if use_prefill else ""
+            if head:
                 state.messages.append(ChatMessageAssistant(content=head))
-                state = await generate(state)
+            state = await generate(state)
+            truncated = state.output.stop_reason in TRUNCATED_STOP_REASONS
+            if not state.output.completion.strip() and not truncated:
+                raise EmptyCompletion(f"{state.output.model} returned an empty completion")
+            if head:
                 completion = state.messages.pop()
                 state.messages[-1] = ChatMessageAssistant(
                     content=head + completion.text, model=completion.model, source="generate"
                 )
-            else:
-                state = await generate(state)
-            truncated = state.output.stop_reason in TRUNCATED_STOP_REASONS
             if not needs_continuation(state.messages[-1].text, truncated):
                 break
             state.messages.append(ChatMessageUser(content=NEXT_TAG))

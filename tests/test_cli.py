@@ -107,3 +107,12 @@ def test_inspect_eval_finds_the_task_through_the_entry_point(tmp_path):
 
     log = read_eval_log(list_eval_logs(str(tmp_path / "logs"))[0])
     assert log.eval.task.endswith("helpful_only") and log.results.scores[0].metrics["gap"].value == 1.0
+
+
+def test_dry_run_prints_the_cost_and_calls_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--dry-run", "--model", "openai/gpt-4o", "--limit", "3"])
+    assert exit_.value.code == 0
+    assert "$" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
