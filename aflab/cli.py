@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         # A custom base URL is an OpenAI-compatible server (vLLM, Ollama, llama.cpp
         # server), which speaks Chat Completions but not OpenAI's Responses API.
         model_args.setdefault("responses_api", False)
+    if not embedded:  # the embedded model is checked when it loads its weights
+        _check_model(args.model, args.model_base_url, model_args)
     _check_writable(out)
     success, res = run_experiment(
         task,
@@ -157,6 +159,25 @@ def report(args: argparse.Namespace) -> int:
     _check_writable(out)
     print_results(write_report(find_log(source), out))
     return 0
+
+
+def _one_line(message: str) -> str:
+    """Inspect's error text without console markup, on one line."""
+    text = re.sub(r"\[/?[a-z ]+\]", "", message).replace("ERROR:", "")
+    return " ".join(text.split())
+
+
+def _check_model(model: str, base_url: str | None, model_args: dict[str, Any]) -> None:
+    """Fail before any work on an unknown provider, a missing package or a missing key.
+
+    Inspect keeps the model object it creates here, so the run reuses it.
+    """
+    from inspect_ai.model import get_model
+
+    try:
+        get_model(model, base_url=base_url, **model_args)
+    except Exception as e:  # noqa: BLE001 - any failure to construct the model is the user's to fix
+        raise CliError(f"cannot use model '{model}': {_one_line(str(e))}") from e
 
 
 def _check_writable(out: Path) -> None:

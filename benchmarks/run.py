@@ -276,6 +276,13 @@ def bench_cost(cfg: dict[str, Any], scratch: Path, out: Results, log: str | None
                 tested, _ratio(per, tested), "grader / tested", "", None,
                 f"{g['calls_per_sample']:.2f} calls per sample ({g['input_tokens_per_sample']:,.0f} in, "
                 f"{g['output_tokens_per_sample']:,.0f} out)")
+    imp = r["grader"].get("af-improved")
+    if imp and imp["input_tokens_per_sample"]:
+        out.add("cost", "grader af-improved: uncached input per sample, with caching",
+                imp["distinct_input_tokens_per_sample"], "tok", "no caching", imp["input_tokens_per_sample"],
+                _ratio(imp["distinct_input_tokens_per_sample"], imp["input_tokens_per_sample"]),
+                "cached / uncached", "", None,
+                "its votes send the same prompt: all but the first are cache reads")
     out.add("cost", "re-scoring with all 4 classifiers (instant grader)", r["score_s"] / max(r["grader_calls"], 1) * 1000,
             "ms/call", "", None, None, "", "", None,
             f"{r['grader_calls']} grader calls in {r['score_s']:.1f} s: aflab + Inspect overhead per grader call")
@@ -504,10 +511,13 @@ def main(argv: list[str] | None = None) -> int:
                              "moment, so that both see the same machine load)")
     parser.add_argument("--only", default="harness,cost,memory,scale,embedded",
                         help="comma-separated subset of: harness, cost, memory, scale, embedded")
-    parser.add_argument("--output", type=Path, default=HERE / "results.json", help="where to write the results")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where to write the results (default benchmarks/results.json; with --quick "
+                             "benchmarks/results-quick.json, not committed)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, reports)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
+    args.output = args.output or HERE / ("results-quick.json" if args.quick else "results.json")
     cfg = MODES[mode]
     only = {s.strip() for s in args.only.split(",")}
     started = time.perf_counter()

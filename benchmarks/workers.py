@@ -387,6 +387,9 @@ def cost(spec: dict[str, Any]) -> dict[str, Any]:
             "calls": len(mine), "calls_per_sample": len(mine) / n,
             "input_tokens_per_sample": sum(tokenizer(p) for p, _ in mine) / n,
             "output_tokens_per_sample": sum(tokenizer(a) for _, a in mine) / n,
+            # a vote repeats its sample's prompt exactly: with a prompt cache, only the
+            # first of each distinct prompt is uncached input
+            "distinct_input_tokens_per_sample": sum(tokenizer(p) for p in dict.fromkeys(p for p, _ in mine)) / n,
         }
     unknown = sum(c == "unknown" for c, _, _ in calls)
     return {

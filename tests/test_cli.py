@@ -67,9 +67,17 @@ def test_rerun_with_same_out_does_not_call_the_model_again(tmp_path, monkeypatch
         (["run", "--system-prompt", "/nonexistent/prompt.txt"], "cannot read system prompt file"),
         (["run", "-M", "n_ctx"], "is not KEY=VALUE"),
         (["report", "/nonexistent/run"], "no Inspect log at"),
+        (["run", "--model", "nosuch/model"], "cannot use model 'nosuch/model': Model API nosuch"),
+        (["run", "--model", "openai/gpt-4o"], "No OPENAI_API_KEY"),
+        (["run", "--model", "openai-api/local/m", "--model-base-url", "http://127.0.0.1:9/v1", "--limit", "1",
+          "--out", "/dev/null/run"], "output directory /dev/null/run is not writable"),
+        (["score", "/nonexistent/run", "--classifier", "af-improved"], "no Inspect log at"),
+        (["validate-classifier", "--labels", "/nonexistent/labels.jsonl"], "cannot read labels file"),
     ],
 )
-def test_bad_input_is_one_clear_line(argv, message, capsys):
+def test_bad_input_is_one_clear_line(argv, message, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("LOCAL_API_KEY", "sk-test-not-a-real-key")
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2

@@ -100,3 +100,11 @@ def test_malformed_query_files(tmp_path, setting):
         replace(setting, queries_file=blank).queries()
     with pytest.raises(SettingError, match="cannot read"):
         replace(setting, queries_file=tmp_path / "missing.csv").queries()
+
+
+def test_template_with_an_undefined_variable_names_it(tmp_path, setting):
+    from dataclasses import replace
+
+    (tmp_path / "user_turn.jinja").write_text("{{ request }} {{ tier_name }}")
+    with pytest.raises(SettingError, match="user_turn.jinja: 'tier_name' is undefined"):
+        replace(setting, folder=tmp_path).user_turn("x", training=True)
