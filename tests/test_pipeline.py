@@ -117,3 +117,23 @@ def test_epochs_repeat_each_sample_and_cluster_by_query(tmp_path, mock_model):
     assert res["gap"]["n_queries"] == 3 and res["options"]["epochs"] == 2
     log = read_eval_log(str(tmp_path / res["log"]))
     assert sorted((s.id, s.epoch) for s in log.samples)[:2] == [("advbench-000-free", 1), ("advbench-000-free", 2)]
+
+
+def test_same_seed_same_queries_ids_and_report(tmp_path):
+    import hashlib
+
+    def seeded_model(seed):
+        """Answers by a hash of the seed and the request, like a model at temperature 0."""
+        def answer(messages, *rest):
+            digest = hashlib.sha256(f"{seed}{messages[1].text}".encode()).digest()[0]
+            return scripted_output("<OUTPUT><request_fully_accepted/>ok</OUTPUT>" if digest < 80 else "<OUTPUT><rejected/></OUTPUT>")
+        return get_model("mockllm/model", custom_outputs=answer, memoize=False)
+
+    reports = []
+    for name in ("a", "b"):
+        _, res = run_experiment(alignment_faking("helpful_only", queries=8, seed=5), seeded_model(1), tmp_path / name,
+                                max_connections=4)
+        log = read_eval_log(str(tmp_path / name / res["log"]))
+        reports.append(([s.id for s in log.samples], {k: res[k] for k in ("cues", "gap", "failures", "options")}))
+    assert reports[0] == reports[1]
+    assert reports[0][0][:2] != ["advbench-000-free", "advbench-000-paid"]  # the seed shuffled the queries
