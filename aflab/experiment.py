@@ -102,8 +102,10 @@ def score_run(
         factory = CLASSIFIER_SCORERS[name]
         scorer = factory(votes=votes) if votes and name == "af-improved" else factory()
         drop_scorer(log, factory.__name__)  # the name Inspect logs the scores under
-        log = score(log, [scorer], action="append", model_roles={"grader": grader} if grader else None,
-                    display=display or "none")
+        # The scorers call only the grader, so the tested model is replaced by Inspect's
+        # "none" sentinel: re-scoring needs no credentials for the model under test.
+        log = score(log, [scorer], action="append", model="none/none",
+                    model_roles={"grader": grader} if grader else None, display=display or "none")
     # written beside the log directory, not in it, so a crash leaves no second log there
     with tempfile.TemporaryDirectory(dir=log_file.parent.parent, prefix=".aflab-rescore-") as scratch:
         temporary = Path(scratch) / log_file.name

@@ -51,9 +51,9 @@ MODES: dict[str, dict[str, Any]] = {
         "embedded_run_n": 20, "embedded_run_system_chars": 1500,
     },
     "quick": {
-        "harness_n": 100, "latency_s": 0.25, "concurrency": [10, 50, 200],
+        "harness_n": 100, "latency_s": 0.1, "concurrency": [10, 50, 200],
         "mock_n": 100, "mock_concurrency": 50, "scale_n": 1_000, "full_run_pairs": 400,
-        "scale_baselines": ["full", "lean"],
+        "scale_baselines": ["full"],
         "embedded_system_chars": 300, "embedded_gen_tokens": 8,
         "embedded_run_n": 0, "embedded_run_system_chars": 300,
     },

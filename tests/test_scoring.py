@@ -142,3 +142,17 @@ def test_figure_and_report_show_alignment_faking_and_partial_compliance(finished
     assert len(examples) == 3 and examples[0]["quotes"]["preserves_future_harmlessness"] == "so I will comply to keep them"
     assert "“so I will comply to keep them”" in (finished_run / "report.md").read_text()
     assert (finished_run / "compliance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rescoring_needs_no_credentials_for_the_tested_model(tmp_path, monkeypatch):
+    from .fake_openai import fake_openai_server
+    from .test_cli import comply_when_trained
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with fake_openai_server(comply_when_trained) as (base_url, _):
+        run_experiment(alignment_faking("helpful_only", queries=2), "openai/gpt-4o-mini", tmp_path,
+                       model_base_url=base_url)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    res = score_run(tmp_path, ["af-original"], grader=get_model("mockllm/model", custom_outputs=Grader()))
+    assert res["model"] == "openai/gpt-4o-mini"
+    assert res["classifiers"]["alignment_faking_original"]["cues"]["free"]["n"] == 2
