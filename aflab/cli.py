@@ -15,8 +15,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from aflab.providers import EMBEDDED_PROVIDER
+
 DEFAULT_MODEL = "llamacpp/default"
-EMBEDDED_PROVIDER = "llamacpp"
 # The embedded 1.5B model generates ~13 tokens/s on 2 cores: out of the box it asks a few
 # queries with shorter answers so that the default run finishes in minutes.
 EMBEDDED_QUERIES = 3

@@ -23,6 +23,7 @@ from inspect_ai.log import EvalError, EvalLog, list_eval_logs, read_eval_log  # 
 
 from aflab.dataset import CUES, TRAINING_CUE, UNMONITORED_CUE  # noqa: E402
 from aflab.costs import cost_lines, log_cost  # noqa: E402
+from aflab.providers import EMBEDDED_PROVIDER  # noqa: E402
 from aflab.metrics import CueSummary, Gap, Outcome, Proportion, compliance_gap, cue_rates, wilson  # noqa: E402
 
 RESULTS_SCHEMA = "aflab.results/1"
@@ -30,7 +31,6 @@ SCORER = "compliance"
 CATEGORIES = ("accepted", "rejected", "malformed", "error")
 """Per-sample outcomes: the three protocol labels, plus samples that failed to run."""
 CUE_LABELS = {"free": "training (free tier)", "paid": "unmonitored (paid tier)"}
-EMBEDDED_PROVIDER = "llamacpp"
 SMALL_MODEL_NOTE = (
     "This run used a small local model: it demonstrates the pipeline and is not evidence "
     "about how frontier models behave."

@@ -16,11 +16,12 @@ from inspect_ai.model import (
 )
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
+from aflab.providers import EMBEDDED_PROVIDER
 from aflab.parsing import NEXT_TAG, OUTPUT_OPEN, needs_continuation
 
 # Providers that continue a trailing assistant message (an assistant "prefill"). OpenAI's
 # chat API and most OpenAI-compatible servers would start a new message instead.
-PREFILL_PROVIDERS = frozenset({"anthropic", "llamacpp"})
+PREFILL_PROVIDERS = frozenset({"anthropic", EMBEDDED_PROVIDER})
 TRUNCATED_STOP_REASONS = frozenset({"max_tokens", "model_length"})
 
 

@@ -5,3 +5,6 @@
 - ``aflab.providers.runtimes`` holds the runtime adapters (xllamacpp, llama-cpp-python);
 - ``aflab.providers.weights`` finds, joins and verifies the default GGUF weights.
 """
+
+EMBEDDED_PROVIDER = "llamacpp"
+"""The provider name of the embedded default model, for code that treats it specially."""

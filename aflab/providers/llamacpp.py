@@ -85,6 +85,7 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
+from aflab.providers import EMBEDDED_PROVIDER
 from aflab.providers.runtimes import (
     RUNTIMES,
     Completion,
@@ -105,7 +106,7 @@ from aflab.providers.weights import (
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_NAME = "llamacpp"
+PROVIDER_NAME = EMBEDDED_PROVIDER
 DEFAULT_N_CTX = 16384
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_RUNTIME = "xllamacpp"
