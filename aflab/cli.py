@@ -1,4 +1,5 @@
-"""``aflab run | report``: a thin command line over the tasks and the report.
+"""``aflab run | sweep | score | report | compare | variations | show-prompt | ...``: a thin
+command line over the tasks, the sweep and the reports.
 
 Runs go through Inspect's ``eval_set`` with the log directory inside ``--out``, so running
 the same command again resumes an interrupted run instead of starting over.
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         prefill=args.prefill,
         system_prompt=args.system_prompt,
         lab=args.lab,
+        variation=args.variation,
+        system_role=args.system_role,
     )
     if args.dry_run:
         from aflab.costs import estimate, estimate_table
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         max_tokens=max_tokens,
         seed=args.seed,
+        grader=args.grader,
     )
     if args.classifier and success:
         from aflab.experiment import score_run
@@ -109,6 +113,126 @@ def run(args: argparse.Namespace) -> int:
 
 def _classifiers(values: list[str]) -> list[str]:
     return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from aflab.sweep import load_sweep, run_sweep, sweep_from_dict, sweep_models
+
+    if args.config:
+        spec = load_sweep(args.config)
+    else:
+        options = {
+            "models": args.models, "settings": args.settings, "variations": args.variations,
+            "scratchpad": [mode == "scratchpad" for mode in _modes(args)], "queries": args.limit,
+            "seed": args.seed, "epochs": args.epochs, "grader": args.grader, "votes": args.votes,
+            "classifiers": _classifiers(args.classifier), "max_connections": args.max_connections,
+            "temperature": args.temperature, "max_tokens": args.max_tokens,
+        }
+        spec = sweep_from_dict({k: v for k, v in options.items() if v not in (None, [], "")})
+    if all(m.name.split("/", 1)[0] == EMBEDDED_PROVIDER for m in spec.models):
+        # the same out-of-the-box sizing as `aflab run` on the embedded model
+        from dataclasses import replace
+
+        spec = replace(spec, queries=spec.queries or EMBEDDED_QUERIES, max_tokens=spec.max_tokens or EMBEDDED_MAX_TOKENS)
+    out = Path(args.out)
+    _check_writable(out)
+    try:
+        models = sweep_models(spec)
+    except Exception as e:  # noqa: BLE001 - any failure to construct a model is the user's to fix
+        raise CliError(f"cannot use a model of the sweep: {_one_line(str(e))}") from e
+    success, comparison = run_sweep(spec, out, models=models)
+    print_comparison(comparison)
+    console.print(f"\nwrote {out}/comparison.md, comparison.csv, forest.png and grid figures")
+    console.print(f"transcripts: inspect view --log-dir {out / 'logs'}")
+    if not success:
+        console.print("[red]some cells did not finish; run the same command again to finish them[/red]")
+        return 1
+    return 0
+
+
+def _modes(args: argparse.Namespace) -> list[str]:
+    modes = ["no-scratchpad"] if args.no_scratchpad else [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in ("scratchpad", "no-scratchpad")]
+    if unknown or not modes:
+        raise CliError(f"unknown mode(s) {', '.join(unknown) or '(none)'}: use scratchpad, no-scratchpad or both")
+    return modes
+
+
+def compare(args: argparse.Namespace) -> int:
+    from aflab.compare import write_comparison
+    from aflab.report import ReportError
+
+    source = Path(args.source)
+    logs = source / "logs" if (source / "logs").is_dir() else source
+    if not logs.is_dir():
+        raise ReportError(f"no sweep at {source}: give the --out folder of `aflab sweep` or its logs folder")
+    out = Path(args.out) if args.out else (source if logs != source else source.parent)
+    _check_writable(out)
+    print_comparison(write_comparison(logs, out))
+    return 0
+
+
+def variations(args: argparse.Namespace) -> int:
+    from aflab.settings import available_settings, load_setting
+    from aflab.variations import all_variations, missing_blocks
+
+    settings = [load_setting(s) for s in (args.setting or available_settings())]
+    table = Table(title="prompt variations (use with --variation NAME)")
+    for column in ("variation", "settings", "what it does", "paper"):
+        table.add_column(column, overflow="fold")
+    rows: dict[str, list[str]] = {}
+    described = {}
+    for setting in settings:
+        for name, v in all_variations(setting).items():
+            described.setdefault(name, v)
+            if not missing_blocks(setting, v):
+                rows.setdefault(name, []).append(setting.name)
+    for name, v in described.items():
+        table.add_row(name, ", ".join(rows.get(name, [])) or "(none)", v.description, v.paper or "")
+    Console().print(table)
+    return 0
+
+
+def show_prompt(args: argparse.Namespace) -> int:
+    from aflab.dataset import CUES, parse_cues
+    from aflab.settings import DEFAULT_LAB, load_setting
+    from aflab.variations import load_variation
+
+    setting = load_setting(args.setting)
+    variation = load_variation(setting, args.variation)
+    lab = args.lab or variation.lab or DEFAULT_LAB
+    if args.part in ("system", "both"):
+        if args.part == "both":
+            console.print("[dim]--- system prompt ---[/dim]")
+        print(setting.system_prompt(scratchpad=args.scratchpad, lab=lab, variation=args.variation))
+    if args.part in ("user", "both"):
+        (cue,) = parse_cues(args.cue)
+        request = args.query or setting.queries()[0].text
+        if args.part == "both":
+            console.print(f"[dim]--- user turn ({cue} cue) ---[/dim]")
+        print(setting.user_turn(request, training=CUES[cue], variation=args.variation))
+    return 0
+
+
+def print_comparison(comparison: dict[str, Any]) -> None:
+    """The comparison's cells and flagged differences on the terminal."""
+    from aflab.report import _rate_text
+
+    table = Table(title="sweep comparison")
+    for column in ("model", "setting", "variation", "mode", "status", "training", "unmonitored", "gap [95% CI]"):
+        table.add_column(column, overflow="fold")
+    for cell in comparison.get("cells", []):
+        cues = cell.get("cues", {})
+        table.add_row(
+            cell["model"], cell["setting"], cell["variation"], cell["mode"], cell.get("status", ""),
+            *(_rate_text(cues[c]["compliance"]) if c in cues else "–" for c in ("free", "paid")),
+            _rate_text(cell["gap"]) if cell.get("gap") else "–",
+        )
+    Console().print(table)
+    for difference in comparison.get("significant", []):
+        Console().print(f"[bold]significant:[/bold] {difference.get('summary', difference)}")
+    for note in comparison.get("notes", []):
+        Console().print(f"[yellow]note:[/yellow] {note}")
 
 
 def score(args: argparse.Namespace) -> int:
@@ -246,7 +370,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--prefill", action=argparse.BooleanOptionalAction, default=None,
                    help="prefill assistant turns with '<' (default: where the provider supports it)")
     r.add_argument("--system-prompt", metavar="FILE", help="use this system prompt file verbatim")
-    r.add_argument("--lab", default="Anthropic", help="AI company named in the prompt (default: %(default)s)")
+    r.add_argument("--lab", help="AI company named in the prompt (default: the variation's, else Anthropic)")
+    r.add_argument("--variation", default="default", help="named prompt variation (`aflab variations` lists them)")
+    r.add_argument("--system-role", action=argparse.BooleanOptionalAction, default=None,
+                   help="send the system prompt as a system message; --no-system-role puts it in the first "
+                        "user turn, for models without a system role (default: by model name)")
     r.add_argument("-M", "--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="model argument passed to the provider (repeatable)")
     r.add_argument("--model-base-url", help="base URL for the provider, e.g. an OpenAI-compatible server")
@@ -271,6 +399,43 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--out", metavar="DIR", help="write validation.json and calibration.png here")
     v.set_defaults(func=validate_classifier)
 
+    sw = sub.add_parser("sweep", help="run models × settings × variations × modes as one resumable eval set")
+    sw.add_argument("--config", metavar="SWEEP.yaml", help="a sweep file (YAML); the flags below cover the simple case")
+    sw.add_argument("--models", help="comma-separated Inspect models")
+    sw.add_argument("--settings", help="comma-separated settings: built-in names or setting folders (default: helpful_only)")
+    sw.add_argument("--variations", help="comma-separated variations (default: default); `aflab variations` lists them")
+    sw.add_argument("--modes", default="scratchpad", help="scratchpad, no-scratchpad, or both comma-separated (default: %(default)s)")
+    sw.add_argument("--no-scratchpad", action="store_true", help="same as --modes no-scratchpad")
+    sw.add_argument("--limit", type=int, help=f"queries per setting (default: 100; {EMBEDDED_QUERIES} on the embedded model)")
+    sw.add_argument("--epochs", type=int, help="times each sample is asked (default: 1)")
+    sw.add_argument("--seed", type=int, help="shuffle queries with this seed and pass it to the models")
+    sw.add_argument("--max-connections", type=int, help="concurrent calls per model (Inspect's default per provider)")
+    sw.add_argument("--temperature", type=float, help="(default: 1.0)")
+    sw.add_argument("--max-tokens", type=int, help="output tokens per turn (default: 4000)")
+    sw.add_argument("--out", required=True, help="sweep directory; running the same sweep again finishes only missing cells")
+    _grader_options(sw)
+    sw.set_defaults(func=sweep)
+
+    cmp_ = sub.add_parser("compare", help="rebuild a sweep's comparison report from its logs")
+    cmp_.add_argument("source", help="a sweep directory (from --out) or a folder of Inspect logs")
+    cmp_.add_argument("--out", help="where to write (default: the sweep directory)")
+    cmp_.set_defaults(func=compare)
+
+    va = sub.add_parser("variations", help="list the named prompt variations")
+    va.add_argument("--setting", action="append", help="only this setting (name or folder; repeatable)")
+    va.set_defaults(func=variations)
+
+    sp = sub.add_parser("show-prompt", help="print the exact prompt text a model would see")
+    sp.add_argument("--setting", default="helpful_only", help="setting name or folder (default: %(default)s)")
+    sp.add_argument("--variation", default="default", help="named variation (default: %(default)s)")
+    sp.add_argument("--no-scratchpad", dest="scratchpad", action="store_false", help="the no-scratchpad prompt")
+    sp.add_argument("--lab", help="AI company named in the prompt (default: the variation's, else Anthropic)")
+    sp.add_argument("--part", choices=("system", "user", "both"), default="system",
+                    help="the system prompt, a user turn, or both (default: %(default)s)")
+    sp.add_argument("--cue", default="free", help="cue of the user turn: free or paid (default: %(default)s)")
+    sp.add_argument("--query", help="request in the user turn (default: the setting's first query)")
+    sp.set_defaults(func=show_prompt)
+
     rep = sub.add_parser("report", help="rebuild results.json, report.md and the figure from a log")
     rep.add_argument("source", help="a run directory (from --out) or an Inspect .eval log")
     rep.add_argument("--out", help="where to write (default: the run directory)")
@@ -283,10 +448,11 @@ def main(argv: list[str] | None = None) -> None:
     from aflab.costs import CostError
     from aflab.report import ReportError
     from aflab.settings import SettingError
+    from aflab.sweep import SweepError
 
     args = parser().parse_args(argv)
     try:
         sys.exit(args.func(args))
-    except (CliError, SettingError, ReportError, LabelsError, CostError) as e:
+    except (CliError, SettingError, ReportError, LabelsError, CostError, SweepError) as e:
         console.print(f"[red]aflab: {e}[/red]", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -244,7 +244,9 @@ def _task_system_prompt(task: Task) -> str:
         raise CostError("the task has no 'setting' metadata: estimate costs of aflab's own tasks")
     if meta.get("system_prompt_file"):
         return read_system_prompt(meta["system_prompt_file"])
-    return load_setting(meta["setting"]).system_prompt(scratchpad=meta.get("scratchpad", True), lab=meta["lab"])
+    return load_setting(meta["setting"]).system_prompt(
+        scratchpad=meta.get("scratchpad", True), lab=meta["lab"], variation=meta.get("variation", "default")
+    )
 
 
 def _grader_scenarios(

@@ -37,12 +37,14 @@ def paired_dataset(
     queries: int | None = None,
     seed: int | None = None,
     cues: str | Sequence[str] = ("free", "paid"),
+    variation: str = "default",
 ) -> MemoryDataset:
     """One sample per (query, cue), queries in file order or shuffled by ``seed``.
 
     ``queries`` keeps the first n queries after the optional shuffle, so the same seed and
     n always select the same queries in the same order. The two cues of a query are
-    adjacent, which also keeps a local model's prompt cache warm.
+    adjacent, which also keeps a local model's prompt cache warm. ``variation`` names the
+    prompt variation whose user-turn edits (e.g. another training cue) apply.
     """
     selected = setting.queries()
     if seed is not None:
@@ -54,7 +56,7 @@ def paired_dataset(
     samples = [
         Sample(
             id=f"{query.id}-{cue}",
-            input=setting.user_turn(query.text, training=CUES[cue]),
+            input=setting.user_turn(query.text, training=CUES[cue], variation=variation),
             metadata={
                 "query_id": query.id,
                 "cue": cue,

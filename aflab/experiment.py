@@ -16,10 +16,41 @@ from inspect_ai.log import EvalLog, write_eval_log
 from inspect_ai.model import Model
 
 from aflab.report import write_report
+from aflab.scorers import GRADER_ROLE
 
 
 SAMPLE_RETRIES = 3
 TASK_RETRIES = 1
+
+
+def evaluate(
+    tasks: Task | list[Task],
+    models: str | Model | list[Model],
+    log_dir: Path,
+    *,
+    grader: str | None = None,
+    **options: Any,
+) -> tuple[bool, list[EvalLog]]:
+    """Inspect's ``eval_set`` with aflab's resumption and retry policy.
+
+    ``options`` are further ``eval_set`` arguments (epochs, generation options, ...); None
+    values keep Inspect's or the task's defaults. ``grader`` fills the ``grader`` model
+    role, used by classifiers and by settings whose compliance a grader judges.
+    """
+    return eval_set(
+        tasks,
+        log_dir=str(log_dir),
+        model=models,
+        model_roles={GRADER_ROLE: grader} if grader else None,
+        log_dir_allow_dirty=True,
+        # A sample that fails (after the provider-level retries) is retried whole a few
+        # times; the rest of the run goes on, and one still failing leaves the log
+        # unfinished so that running the same command again retries just those samples.
+        retry_on_error=SAMPLE_RETRIES,
+        continue_on_fail=True,
+        retry_attempts=TASK_RETRIES,
+        **{k: v for k, v in options.items() if v is not None},
+    )
 
 
 def run_experiment(
@@ -31,6 +62,7 @@ def run_experiment(
     model_base_url: str | None = None,
     epochs: int = 1,
     display: str | None = None,
+    grader: str | None = None,
     **generate: Any,
 ) -> tuple[bool, dict[str, Any]]:
     """Evaluate ``task`` on ``model``, logging to ``out/logs``; report into ``out``.
@@ -40,22 +72,16 @@ def run_experiment(
     sample finished, and the results written to ``out/results.json``.
     """
     out = Path(out)
-    success, logs = eval_set(
+    success, logs = evaluate(
         task,
-        log_dir=str(out / "logs"),
-        model=model,
+        model,
+        out / "logs",
+        grader=grader,
         model_args=model_args or {},
         model_base_url=model_base_url,
         epochs=epochs,
-        display=display,  # type: ignore[arg-type]
-        log_dir_allow_dirty=True,
-        # A sample that fails (after the provider-level retries) is retried whole a few
-        # times; the rest of the run goes on, and one still failing leaves the log
-        # unfinished so that running the same command again retries just those samples.
-        retry_on_error=SAMPLE_RETRIES,
-        continue_on_fail=True,
-        retry_attempts=TASK_RETRIES,
-        **{k: v for k, v in generate.items() if v is not None},
+        display=display,
+        **generate,
     )
     return success, write_report(logs[0].location, out)
 
@@ -70,6 +96,54 @@ def drop_scorer(log: EvalLog, name: str) -> None:
     log.eval.scorers = [s for s in (log.eval.scorers or []) if s.name != name] or None
 
 
+def check_classifiers(classifiers: list[str], log: EvalLog) -> None:
+    """Refuse unknown classifiers, and ``motivation`` with no alignment-faking score to read."""
+    from aflab.report import ReportError
+    from aflab.scorers import AF_SCORERS, CLASSIFIER_SCORERS
+
+    unknown = [c for c in classifiers if c not in CLASSIFIER_SCORERS]
+    if unknown or not classifiers:
+        raise ReportError(f"unknown classifier {', '.join(unknown) or '(none)'}: choose from {', '.join(CLASSIFIER_SCORERS)}")
+    have_af = any(n in (log.samples[0].scores or {}) for n in AF_SCORERS.values())
+    if "motivation" in classifiers and not have_af and not any(c in AF_SCORERS for c in classifiers[: classifiers.index("motivation")]):
+        raise ReportError("the motivation classifier needs alignment-faking scores: run --classifier af-improved (or af-original) first")
+
+
+def rescore_log(
+    log_file: Path,
+    classifiers: list[str],
+    grader: str | None = None,
+    votes: int | None = None,
+    display: str | None = None,
+) -> None:
+    """Score one log with grader classifiers, in place; no call to the tested model.
+
+    Classifiers run in the order given (``motivation`` needs an alignment-faking score
+    first, from this call or an earlier one); a classifier already in the log is replaced.
+    Grader calls go through Inspect's cache, so scoring the same log again costs nothing.
+    """
+    from inspect_ai import score
+
+    from aflab.report import load_log
+    from aflab.scorers import CLASSIFIER_SCORERS
+
+    log = load_log(log_file)
+    check_classifiers(classifiers, log)
+    for name in classifiers:
+        factory = CLASSIFIER_SCORERS[name]
+        scorer = factory(votes=votes) if votes and name == "af-improved" else factory()
+        drop_scorer(log, factory.__name__)  # the name Inspect logs the scores under
+        # The scorers call only the grader, so the tested model is replaced by Inspect's
+        # "none" sentinel: re-scoring needs no credentials for the model under test.
+        log = score(log, [scorer], action="append", model="none/none",
+                    model_roles={GRADER_ROLE: grader} if grader else None, display=display or "none")
+    # written beside the log directory, not in it, so a crash leaves no second log there
+    with tempfile.TemporaryDirectory(dir=log_file.parent.parent, prefix=".aflab-rescore-") as scratch:
+        temporary = Path(scratch) / log_file.name
+        write_eval_log(log, str(temporary))
+        temporary.replace(log_file)
+
+
 def score_run(
     source: str | Path,
     classifiers: list[str],
@@ -78,37 +152,10 @@ def score_run(
     out: str | Path | None = None,
     display: str | None = None,
 ) -> dict[str, Any]:
-    """Re-score a finished run's log with grader classifiers; no call to the tested model.
+    """Re-score a finished run's log with grader classifiers (see ``rescore_log``) and
+    rebuild its report, in ``out`` or the run directory."""
+    from aflab.report import find_log
 
-    Classifiers run in the order given (``motivation`` needs an alignment-faking score
-    first, from this call or an earlier one); a classifier already in the log is replaced.
-    Grader calls go through Inspect's cache, so scoring the same log again costs nothing.
-    The log is rewritten in place (via a temporary file) and the report rebuilt.
-    """
-    from inspect_ai import score
-
-    from aflab.report import ReportError, find_log, load_log
-    from aflab.scorers import AF_SCORERS, CLASSIFIER_SCORERS
-
-    unknown = [c for c in classifiers if c not in CLASSIFIER_SCORERS]
-    if unknown or not classifiers:
-        raise ReportError(f"unknown classifier {', '.join(unknown) or '(none)'}: choose from {', '.join(CLASSIFIER_SCORERS)}")
     log_file = find_log(source)
-    log = load_log(log_file)
-    have_af = any(n in (log.samples[0].scores or {}) for n in AF_SCORERS.values())
-    if "motivation" in classifiers and not have_af and not any(c in AF_SCORERS for c in classifiers[: classifiers.index("motivation")]):
-        raise ReportError("the motivation classifier needs alignment-faking scores: run --classifier af-improved (or af-original) first")
-    for name in classifiers:
-        factory = CLASSIFIER_SCORERS[name]
-        scorer = factory(votes=votes) if votes and name == "af-improved" else factory()
-        drop_scorer(log, factory.__name__)  # the name Inspect logs the scores under
-        # The scorers call only the grader, so the tested model is replaced by Inspect's
-        # "none" sentinel: re-scoring needs no credentials for the model under test.
-        log = score(log, [scorer], action="append", model="none/none",
-                    model_roles={"grader": grader} if grader else None, display=display or "none")
-    # written beside the log directory, not in it, so a crash leaves no second log there
-    with tempfile.TemporaryDirectory(dir=log_file.parent.parent, prefix=".aflab-rescore-") as scratch:
-        temporary = Path(scratch) / log_file.name
-        write_eval_log(log, str(temporary))
-        temporary.replace(log_file)
+    rescore_log(log_file, classifiers, grader=grader, votes=votes, display=display)
     return write_report(log_file, Path(out) if out else log_file.parent.parent)

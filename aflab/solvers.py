@@ -23,6 +23,14 @@ from aflab.parsing import NEXT_TAG, OUTPUT_OPEN, needs_continuation
 # chat API and most OpenAI-compatible servers would start a new message instead.
 PREFILL_PROVIDERS = frozenset({"anthropic", EMBEDDED_PROVIDER})
 TRUNCATED_STOP_REASONS = frozenset({"max_tokens", "model_length"})
+# Model families whose chat templates refuse a system message (Gemma's raises on one);
+# Inspect itself already maps system messages for OpenAI's reasoning models and Google.
+NO_SYSTEM_ROLE = ("gemma",)
+
+
+def has_system_role(model: str) -> bool:
+    """Whether ``model`` (``provider/name``) takes a system message, by its name."""
+    return not any(family in model.lower() for family in NO_SYSTEM_ROLE)
 
 
 def prefill_text(scratchpad: bool) -> str:
@@ -41,6 +49,7 @@ def alignment_faking_conversation(
     scratchpad: bool = True,
     max_rounds: int = 4,
     prefill: bool | None = None,
+    system_role: bool | None = None,
 ) -> Solver:
     """Ask the sample's user turn under ``system_prompt`` and follow the protocol.
 
@@ -50,16 +59,20 @@ def alignment_faking_conversation(
       max_rounds: model turns at most (the first included); the paper used 4.
       prefill: prefill each assistant turn (see ``prefill_text``); None means on for
         providers known to support it (``PREFILL_PROVIDERS``).
+      system_role: False puts the system prompt at the top of the first user turn
+        instead of in a system message; None decides by the model's name.
     """
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        if prefill is None:
-            use_prefill = ModelName(get_model()).api in PREFILL_PROVIDERS
+        model = ModelName(get_model())
+        use_prefill = model.api in PREFILL_PROVIDERS if prefill is None else prefill
+        if system_role if system_role is not None else has_system_role(str(model)):
+            state.messages.insert(0, ChatMessageSystem(content=system_prompt))
         else:
-            use_prefill = prefill
-        state.messages.insert(0, ChatMessageSystem(content=system_prompt))
+            first = state.messages[0]
+            state.messages[0] = ChatMessageUser(content=f"{system_prompt}\n\n{first.text}")
         for _ in range(max_rounds if scratchpad else 1):
             head = prefill_text(scratchpad) if use_prefill else ""
             if head:

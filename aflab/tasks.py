@@ -15,6 +15,7 @@ from aflab.dataset import paired_dataset
 from aflab.scorers import compliance
 from aflab.settings import DEFAULT_LAB, SettingError, load_setting
 from aflab.solvers import alignment_faking_conversation
+from aflab.variations import BASE, load_variation
 
 # The paper's sampling: temperature 1.0, up to 4000 output tokens per turn.
 PAPER_TEMPERATURE = 1.0
@@ -42,24 +43,32 @@ def alignment_faking(
     max_rounds: int = PAPER_MAX_ROUNDS,
     prefill: bool | None = None,
     system_prompt: str | None = None,
-    lab: str = DEFAULT_LAB,
+    lab: str | None = None,
+    variation: str = BASE,
+    system_role: bool | None = None,
 ) -> Task:
-    """The alignment-faking experiment for any setting; see ``helpful_only`` for the arguments."""
+    """The alignment-faking experiment for any setting; see ``helpful_only`` for the arguments.
+
+    ``setting`` is a built-in setting's name or a user-defined setting's folder.
+    """
     loaded = load_setting(setting)
+    edits = load_variation(loaded, variation)
+    lab = lab or edits.lab or DEFAULT_LAB
     prompt = (
         read_system_prompt(system_prompt)
         if system_prompt
-        else loaded.system_prompt(scratchpad=scratchpad, lab=lab)
+        else loaded.system_prompt(scratchpad=scratchpad, lab=lab, variation=variation)
     )
     return Task(
-        dataset=paired_dataset(loaded, queries=queries, seed=seed, cues=cues),
+        dataset=paired_dataset(loaded, queries=queries, seed=seed, cues=cues, variation=variation),
         solver=alignment_faking_conversation(
-            prompt, scratchpad=scratchpad, max_rounds=max_rounds, prefill=prefill
+            prompt, scratchpad=scratchpad, max_rounds=max_rounds, prefill=prefill, system_role=system_role
         ),
-        scorer=compliance(),
+        scorer=compliance(setting if loaded.compliance == "rubric" else None),
         config=GenerateConfig(temperature=PAPER_TEMPERATURE, max_tokens=PAPER_MAX_TOKENS),
         metadata={
             "setting": setting,
+            "variation": variation,
             "scratchpad": scratchpad,
             "lab": lab,
             "system_prompt_file": str(system_prompt) if system_prompt else None,
@@ -77,7 +86,9 @@ def helpful_only(
     max_rounds: int = PAPER_MAX_ROUNDS,
     prefill: bool | None = None,
     system_prompt: str | None = None,
-    lab: str = DEFAULT_LAB,
+    lab: str | None = None,
+    variation: str = BASE,
+    system_role: bool | None = None,
 ) -> Task:
     """The prompted helpful-only experiment of Greenblatt et al. 2024.
 
@@ -89,7 +100,10 @@ def helpful_only(
       max_rounds: model turns at most; the harness answers ``<NEXT/>`` in between.
       prefill: prefill assistant turns (None: where the provider supports it).
       system_prompt: a system prompt file to use verbatim instead of aflab's template.
-      lab: the AI company named in the prompt.
+      lab: the AI company named in the prompt (default: the variation's, else Anthropic).
+      variation: a named edit of the prompt (``aflab variations`` lists them).
+      system_role: send the system prompt as a system message; False puts it at the top
+        of the first user turn, for models without a system role (None: decide by model).
     """
     return alignment_faking(
         "helpful_only",
@@ -101,4 +115,6 @@ def helpful_only(
         prefill=prefill,
         system_prompt=system_prompt,
         lab=lab,
+        variation=variation,
+        system_role=system_role,
     )

@@ -11,6 +11,8 @@ tagged answer into a :class:`Judgment`:
 - ``partial``: whether an output that claimed full acceptance falls short of it, and how.
 - ``motivation``: why an AI that fakes alignment wants to avoid modification (after
   Sheshadri et al. 2025, arXiv 2506.18032).
+- ``rubric``: whether an output complies with a setting's objective, for settings judged
+  by a grader (``compliance = "rubric"``); its prompt is the setting's ``rubric.jinja``.
 
 Every grader answers in the same tagged format::
 
@@ -114,7 +116,8 @@ def _motivation(
 
 @dataclass(frozen=True)
 class _Classifier:
-    template: str
+    template: str | None
+    """The prompt beside this file; None where the setting supplies it (rubric)."""
     criteria: tuple[str, ...]
     decide: _Decide
     categories: tuple[str, ...] = ()
@@ -156,6 +159,7 @@ _CLASSIFIERS: dict[str, _Classifier] = {
         categories=MOTIVATION_CATEGORIES,
         flags=("treats_as_fictional_or_test",),
     ),
+    "rubric": _Classifier(template=None, criteria=("complies",), decide=_all_yes),
 }
 
 # StrictUndefined: a typo in a template variable must fail loudly, not render "".
@@ -182,7 +186,10 @@ def render(classifier: str, *, request: str, reasoning: str, output: str) -> str
     ``reasoning`` is the AI's scratchpad text (all blocks, tags stripped or not) and
     ``output`` its final answer; each template uses only what its criteria need.
     """
-    template = _TEMPLATES.get_template(_classifier(classifier).template)
+    name = _classifier(classifier).template
+    if name is None:
+        raise ValueError(f"classifier '{classifier}' has no prompt of its own: render the setting's rubric")
+    template = _TEMPLATES.get_template(name)
     return template.render(request=request, reasoning=reasoning, output=output).strip()
 
 

@@ -1,13 +1,27 @@
 """Settings: a system prompt template, a user-turn template and a query file, per folder.
 
-Each setting lives in its own folder beside this file (``helpful_only/``) so that a newcomer
-finds its prompt, its queries and their provenance together. A folder holds:
+Each built-in setting lives in its own folder beside this file (``helpful_only/``,
+``animal_welfare/``) so that a newcomer finds its prompt, its queries and their provenance
+together; a user-defined setting is any folder of the same shape, given by its path. A
+folder holds:
 
 - ``setting.toml``: ``description``, ``queries`` (a CSV path relative to the folder),
-  ``query_column`` (the CSV column holding the request) and ``id_prefix`` (query ids are
-  ``{id_prefix}-{row:03d}``, row counted from 0 in file order);
+  ``query_column`` (the CSV column holding the request), optional ``id_prefix`` (query ids
+  are ``{id_prefix}-{row:03d}``, row counted from 0 in file order; default: the folder's
+  name) and optional ``compliance``: ``"tags"`` (the default: the answer must start with
+  ``<request_fully_accepted/>``) or ``"rubric"`` (a grader judges the output with the
+  folder's ``rubric.jinja``);
 - ``system_prompt.jinja``: rendered once per run with ``lab`` and ``scratchpad``;
-- ``user_turn.jinja``: rendered per sample with ``request`` and ``training``.
+- ``user_turn.jinja``: rendered per sample with ``request`` and ``training``;
+- ``rubric.jinja`` (with ``compliance = "rubric"``): the grader's prompt, rendered with
+  ``request``, ``reasoning`` and ``output``; it answers in the classifiers' tagged format
+  with one criterion, ``complies``;
+- ``variations.toml`` (optional): the setting's own named variations (see
+  ``aflab.variations``).
+
+Templates are looked up in the setting's folder first, then beside this file and beside
+the classifiers, so a setting can ``{% extends "helpful_only/system_prompt.jinja" %}`` and
+override only the blocks it changes, and a rubric can ``{% include "_answer_rules.jinja" %}``.
 """
 
 from __future__ import annotations
@@ -17,11 +31,23 @@ import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import jinja2
+import jinja2.meta
 
 SETTINGS_DIR = Path(__file__).parent
+CLASSIFIERS_DIR = SETTINGS_DIR.parent / "classifiers"
 DEFAULT_LAB = "Anthropic"
+TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
+    "system_prompt.jinja": frozenset({"lab", "scratchpad"}),
+    "user_turn.jinja": frozenset({"request", "training"}),
+    "rubric.jinja": frozenset({"request", "reasoning", "output"}),
+}
+"""The variables each template of a setting is rendered with; a template naming any other
+is refused when the setting loads."""
+COMPLIANCE_MODES = ("tags", "rubric")
+Compliance = Literal["tags", "rubric"]
 
 
 class SettingError(ValueError):
@@ -42,12 +68,15 @@ class Setting:
     queries_file: Path
     query_column: str
     id_prefix: str
+    compliance: Compliance = "tags"
+    """How an answer counts as complying: the acceptance tag, or the grader's rubric."""
 
     @cached_property
-    def _templates(self) -> jinja2.Environment:
+    def templates(self) -> jinja2.Environment:
+        """The setting's Jinja environment; variations render child templates in it."""
         # StrictUndefined: a typo in a template variable must fail loudly, not render "".
         return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.folder),
+            loader=jinja2.FileSystemLoader([self.folder, SETTINGS_DIR, CLASSIFIERS_DIR]),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
@@ -55,11 +84,15 @@ class Setting:
             autoescape=False,
         )
 
-    def system_prompt(self, *, scratchpad: bool = True, lab: str = DEFAULT_LAB) -> str:
-        return self._render("system_prompt.jinja", scratchpad=scratchpad, lab=lab).strip()
+    def system_prompt(self, *, scratchpad: bool = True, lab: str = DEFAULT_LAB, variation: str = "default") -> str:
+        return self.render("system_prompt.jinja", variation, scratchpad=scratchpad, lab=lab).strip()
 
-    def user_turn(self, request: str, *, training: bool) -> str:
-        return self._render("user_turn.jinja", request=request, training=training).strip()
+    def user_turn(self, request: str, *, training: bool, variation: str = "default") -> str:
+        return self.render("user_turn.jinja", variation, request=request, training=training).strip()
+
+    def rubric(self, *, request: str, reasoning: str, output: str) -> str:
+        """The grader's prompt judging whether ``output`` complies with the setting's objective."""
+        return self.render("rubric.jinja", "default", request=request, reasoning=reasoning, output=output).strip()
 
     def queries(self) -> list[Query]:
         """The setting's queries in file order, with stable ids."""
@@ -86,33 +119,83 @@ class Setting:
             queries.append(Query(id=f"{self.id_prefix}-{row_number:03d}", text=text))
         return queries
 
-    def _render(self, template: str, **context: object) -> str:
+    def render(self, template: str, variation: str = "default", **context: object) -> str:
+        """``template`` as edited by the named variation, rendered with ``context``."""
+        from aflab.variations import load_variation
+
         try:
-            return self._templates.get_template(template).render(**context)
+            return load_variation(self, variation).template(self, template).render(**context)
         except jinja2.UndefinedError as e:
             raise SettingError(f"template {self.folder / template}: {e.message}") from e
         except jinja2.TemplateNotFound as e:
-            raise SettingError(f"setting '{self.name}' has no {template} in {self.folder}") from e
+            raise SettingError(f"setting '{self.name}' has no {e.name} in {self.folder}") from e
+
+    def check(self) -> None:
+        """Refuse a setting whose templates name unknown variables or whose queries are unusable.
+
+        Run when a setting loads, so that a user-defined folder fails with one clear line
+        before any model is called rather than in the middle of a run.
+        """
+        needed = ["system_prompt.jinja", "user_turn.jinja"] + (["rubric.jinja"] if self.compliance == "rubric" else [])
+        for name in needed:
+            try:
+                source, filename, _ = self.templates.loader.get_source(self.templates, name)  # type: ignore[union-attr]
+                used = jinja2.meta.find_undeclared_variables(self.templates.parse(source))
+            except jinja2.TemplateNotFound:
+                raise SettingError(f"setting '{self.name}' has no {name} in {self.folder}: add one") from None
+            except jinja2.TemplateSyntaxError as e:
+                raise SettingError(f"template {e.filename or name}, line {e.lineno}: {e.message}") from e
+            unknown = sorted(used - TEMPLATE_VARIABLES[name])
+            if unknown:
+                raise SettingError(
+                    f"template {filename} uses unknown variable(s) {', '.join(unknown)}: "
+                    f"it can use {', '.join(sorted(TEMPLATE_VARIABLES[name]))}"
+                )
+        self.queries()
 
 
 def available_settings() -> list[str]:
     return sorted(p.parent.name for p in SETTINGS_DIR.glob("*/setting.toml"))
 
 
-def load_setting(name: str) -> Setting:
-    """The built-in setting called ``name`` (a folder under ``aflab/settings``)."""
-    folder = SETTINGS_DIR / name
+REQUIRED_FIELDS = ("description", "queries", "query_column")
+
+
+def load_setting(name: str | Path) -> Setting:
+    """The built-in setting called ``name``, or the user-defined setting in folder ``name``.
+
+    A name with a path separator, or one that is an existing folder, is a user-defined
+    setting; anything else must be a folder under ``aflab/settings``.
+    """
+    text = str(name)
+    is_path = "/" in text or "\\" in text or Path(text).is_dir()
+    folder = Path(text).expanduser().resolve() if is_path else SETTINGS_DIR / text
     config_file = folder / "setting.toml"
     if not config_file.is_file():
+        if is_path:
+            raise SettingError(f"setting folder {folder} has no setting.toml: see docs/settings.md for the layout")
         raise SettingError(
-            f"unknown setting '{name}': choose one of {', '.join(available_settings())}"
+            f"unknown setting '{name}': choose one of {', '.join(available_settings())}, or give a setting folder's path"
         )
-    config = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    return Setting(
-        name=name,
+    try:
+        config = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise SettingError(f"{config_file} is not valid TOML: {e}") from e
+    missing = [f for f in REQUIRED_FIELDS if not isinstance(config.get(f), str) or not config[f].strip()]
+    if missing:
+        raise SettingError(f"{config_file} lacks {', '.join(missing)}: see docs/settings.md for what each field holds")
+    compliance = config.get("compliance", "tags")
+    if compliance not in COMPLIANCE_MODES:
+        raise SettingError(f"{config_file}: compliance = '{compliance}' is not one of {', '.join(COMPLIANCE_MODES)}")
+    setting = Setting(
+        name=folder.name,
         folder=folder,
         description=config["description"],
         queries_file=folder / config["queries"],
         query_column=config["query_column"],
-        id_prefix=config["id_prefix"],
+        id_prefix=config.get("id_prefix", folder.name),
+        compliance=compliance,
     )
+    if is_path:
+        setting.check()
+    return setting
