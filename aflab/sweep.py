@@ -1,0 +1,199 @@
+"""Sweeps: models × settings × prompt variations × scratchpad modes, as one Inspect eval set.
+
+A sweep is one call to ``eval_set`` with a task per (setting, variation, mode) and every
+model, logging into ``DIR/logs``: Inspect runs the models' tasks in parallel within each
+provider's connection limits, and running the same sweep again skips finished cells and
+finishes only the missing samples of interrupted ones. The comparison report is then
+built from the logs alone (``aflab.compare``).
+
+A sweep file (YAML) names the same things as the command line::
+
+    models:
+      - anthropic/claude-3-opus-20240229
+      - name: openai-api/vllm/meta-llama/Llama-3.1-8B-Instruct   # with provider options
+        base_url: http://localhost:8000/v1
+        args: {api_key: none}
+    settings: [helpful_only, animal_welfare]   # built-in names or setting folders
+    variations: [default, no-examples, lab-openai]
+    scratchpad: [true, false]
+    queries: 100
+    grader: openai/gpt-4o
+    classifiers: [af-improved]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from inspect_ai import Task
+from inspect_ai.model import Model, get_model
+
+from aflab.settings import SettingError, load_setting
+from aflab.variations import BASE, missing_blocks, all_variations
+
+
+class SweepError(ValueError):
+    """A sweep file or sweep option that cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    base_url: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    models: list[ModelSpec]
+    settings: list[str] = field(default_factory=lambda: ["helpful_only"])
+    variations: list[str] = field(default_factory=lambda: [BASE])
+    scratchpad: list[bool] = field(default_factory=lambda: [True])
+    queries: int | None = None
+    seed: int | None = None
+    cues: str = "free,paid"
+    epochs: int = 1
+    grader: str | None = None
+    classifiers: list[str] = field(default_factory=list)
+    votes: int | None = None
+    max_connections: int | None = None
+    max_tasks: int | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_rounds: int | None = None
+
+
+def _as_list(value: Any, key: str) -> list[Any]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list):
+        return value
+    raise SweepError(f"sweep key '{key}' must be a list or a comma-separated string, not {type(value).__name__}")
+
+
+def _model_spec(entry: Any) -> ModelSpec:
+    if isinstance(entry, str):
+        return ModelSpec(entry)
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        unknown = set(entry) - {"name", "base_url", "args"}
+        if unknown:
+            raise SweepError(f"model '{entry['name']}': unknown key(s) {', '.join(sorted(unknown))}; use name, base_url, args")
+        return ModelSpec(entry["name"], entry.get("base_url"), dict(entry.get("args") or {}))
+    raise SweepError(f"model entry {entry!r} must be a model name or a mapping with a 'name'")
+
+
+def sweep_from_dict(config: dict[str, Any]) -> Sweep:
+    """A ``Sweep`` from a sweep file's (or the command line's) keys, checked."""
+    known = {f.name for f in fields(Sweep)}
+    unknown = set(config) - known
+    if unknown:
+        raise SweepError(f"unknown sweep key(s) {', '.join(sorted(unknown))}: the keys are {', '.join(sorted(known))}")
+    if not config.get("models"):
+        raise SweepError("a sweep needs models: give --models a,b or a 'models:' list in the sweep file")
+    values = dict(config)
+    values["models"] = [_model_spec(m) for m in _as_list(config["models"], "models")]
+    for key in ("settings", "variations", "classifiers"):
+        if key in values:
+            values[key] = [str(v) for v in _as_list(values[key], key)]
+    if "scratchpad" in values:
+        modes = values["scratchpad"] if isinstance(values["scratchpad"], list) else [values["scratchpad"]]
+        if not modes or not all(isinstance(m, bool) for m in modes):
+            raise SweepError("sweep key 'scratchpad' must be true, false or [true, false]")
+        values["scratchpad"] = list(dict.fromkeys(modes))
+    return Sweep(**values)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """The sweep described by a YAML file."""
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SweepError(f"cannot read sweep file {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise SweepError(f"sweep file {path} is not valid YAML: {' '.join(str(e).split())}") from e
+    if not isinstance(config, dict):
+        raise SweepError(f"sweep file {path} must be a mapping of keys (models, settings, variations, ...)")
+    return sweep_from_dict(config)
+
+
+def sweep_tasks(sweep: Sweep) -> tuple[list[Task], list[str]]:
+    """One task per setting × variation × mode, and notes on the cells left out.
+
+    A variation that edits blocks a setting does not have is skipped for that setting
+    (with a note) rather than failing the sweep, so common variations can be swept over
+    settings that support only some of them; a variation no setting knows is an error.
+    """
+    from aflab.tasks import alignment_faking
+
+    tasks: list[Task] = []
+    notes: list[str] = []
+    known: set[str] = set()
+    for setting_name in sweep.settings:
+        setting = load_setting(setting_name)
+        variations = all_variations(setting)
+        known |= variations.keys()
+        for variation in sweep.variations:
+            if variation not in variations:
+                continue
+            missing = missing_blocks(setting, variations[variation])
+            if missing:
+                notes.append(f"variation '{variation}' skipped for setting '{setting_name}': no block {', '.join(missing)}")
+                continue
+            for scratchpad in sweep.scratchpad:
+                task = alignment_faking(
+                    setting_name,
+                    queries=sweep.queries,
+                    seed=sweep.seed,
+                    cues=sweep.cues,
+                    scratchpad=scratchpad,
+                    variation=variation,
+                    **({"max_rounds": sweep.max_rounds} if sweep.max_rounds else {}),
+                )
+                tasks.append(task)
+    unknown = [v for v in sweep.variations if v not in known]
+    if unknown:
+        raise SettingError(f"unknown variation(s) {', '.join(unknown)}: `aflab variations` lists them")
+    return tasks, notes
+
+
+def sweep_models(sweep: Sweep) -> list[Model]:
+    """The sweep's models, constructed now so that a missing key or package fails first."""
+    return [get_model(m.name, base_url=m.base_url, **m.args) for m in sweep.models]
+
+
+def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
+              display: str | None = None) -> tuple[bool, dict[str, Any]]:
+    """Run every cell of ``sweep`` into ``out/logs`` and write the comparison into ``out``.
+
+    ``models`` overrides the sweep's model names with ready model objects (tests pass
+    scripted mock models). Returns whether every cell finished, and the comparison.
+    """
+    from aflab.compare import write_comparison
+    from aflab.experiment import evaluate, rescore_log
+    from aflab.report import local_path
+
+    out = Path(out)
+    tasks, notes = sweep_tasks(sweep)
+    success, logs = evaluate(
+        tasks,
+        models if models is not None else sweep_models(sweep),
+        out / "logs",
+        grader=sweep.grader,
+        epochs=sweep.epochs,
+        display=display,
+        max_tasks=sweep.max_tasks,
+        max_connections=sweep.max_connections,
+        temperature=sweep.temperature,
+        max_tokens=sweep.max_tokens,
+        seed=sweep.seed,
+    )
+    if sweep.classifiers:
+        for log in logs:
+            if log.status == "success":
+                rescore_log(local_path(log.location), sweep.classifiers, grader=sweep.grader, votes=sweep.votes)
+    comparison = write_comparison(out / "logs", out)
+    comparison.setdefault("notes", []).extend(notes)
+    return success, comparison
