@@ -329,6 +329,7 @@ def print_results(res: dict[str, Any]) -> None:
         Console().print(f"compliance gap (training − unmonitored): {_rate_text(res['gap'])}")
     for c in res.get("classifiers", {}).values():
         rates = ", ".join(f"{CUE_LABELS.get(cue, cue)} {r['flagged']}/{r['n']} {_rate_text(r['rate'])}"
+                          + (f" ({r['unknown']} unknown)" if r["unknown"] else "")
                           for cue, r in c["cues"].items())
         Console().print(f"{c['description']}: {rates}")
     for note in res["notes"]:

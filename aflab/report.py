@@ -19,7 +19,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from inspect_ai.log import EvalError, EvalLog, list_eval_logs, read_eval_log  # noqa: E402
+from inspect_ai.scorer import Score  # noqa: E402
 
 from aflab.dataset import CUES, TRAINING_CUE, UNMONITORED_CUE  # noqa: E402
 from aflab.costs import cost_lines, log_cost  # noqa: E402
@@ -165,7 +167,11 @@ def results(log: EvalLog, log_path: str | Path | None = None) -> dict[str, Any]:
         }
     model = log.eval.model
     classifiers = classifier_results(log)
-    low_confidence_graders = sorted({g for c in classifiers.values() if c["low_confidence"] for g in c["graders"]})
+    # settings judged by a rubric record the grader of each compliance score
+    compliance_graders = sorted({(score.metadata or {}).get("grader") for s in log.samples or []
+                                 if (score := (s.scores or {}).get(SCORER)) is not None} - {None})
+    low_confidence_graders = sorted({g for c in classifiers.values() if c["low_confidence"] for g in c["graders"]}
+                                    | {g for g in compliance_graders if g.startswith(f"{EMBEDDED_PROVIDER}/")})
     return {
         "schema": RESULTS_SCHEMA,
         "model": model,
@@ -179,6 +185,7 @@ def results(log: EvalLog, log_path: str | Path | None = None) -> dict[str, Any]:
             **{k: v for k, v in log.plan.config.model_dump(exclude_none=True).items()},
         },
         "confidence": 0.95,
+        "compliance_graders": compliance_graders,
         "cues": cues,
         "gap": gap,
         "usage": {m: u.model_dump(exclude_none=True) for m, u in log.stats.model_usage.items()},
@@ -206,9 +213,19 @@ LOW_CONFIDENCE_NOTE = (
 )
 
 
+def unreadable(score: Score) -> bool:
+    """A grade the grader's answer did not let aflab read: every vote of an
+    alignment-faking score, or the one answer of a single-call classifier."""
+    meta = score.metadata or {}
+    if not meta.get("applicable", True):
+        return False
+    return meta.get("yes_share", 0) is None if "yes_share" in meta else meta.get("verdict", False) is None
+
+
 def classifier_results(log: EvalLog) -> dict[str, Any]:
-    """Per classifier in the log: grader, per-cue flagged rate with a Wilson interval,
-    and (motivation) category counts."""
+    """Per classifier in the log: grader, per-cue flagged rate with a Wilson interval over
+    the readable grades (unreadable ones are counted as ``unknown``, never as a no), and
+    (motivation) category counts."""
     found: dict[str, Any] = {}
     for name, (key, denominator, description) in CLASSIFIER_RATES.items():
         scored = [(s, s.scores[name]) for s in log.samples or [] if name in (s.scores or {})]
@@ -219,8 +236,10 @@ def classifier_results(log: EvalLog) -> dict[str, Any]:
         for cue in dict.fromkeys((s.metadata or {}).get("cue") for s, _ in scored):
             rows = [sc for s, sc in scored if (s.metadata or {}).get("cue") == cue
                     and (denominator == "all" or (sc.metadata or {}).get("applicable"))]
-            flagged = sum(float(sc.value[key]) == 1.0 for sc in rows)  # type: ignore[index]
-            cues[cue] = {"n": len(rows), "flagged": flagged, "rate": _interval(wilson(flagged, len(rows)))}
+            known = [sc for sc in rows if not unreadable(sc)]
+            flagged = sum(float(sc.value[key]) == 1.0 for sc in known)  # type: ignore[index]
+            cues[cue] = {"n": len(known), "flagged": flagged, "unknown": len(rows) - len(known),
+                         "rate": _interval(wilson(flagged, len(known)))}
         entry: dict[str, Any] = {"description": description, "graders": graders, "cues": cues,
                                  "low_confidence": any(g.startswith(f"{EMBEDDED_PROVIDER}/") for g in graders)}
         if key == "alignment_faking":
@@ -260,12 +279,14 @@ def _segments(res: dict[str, Any], cue: str) -> dict[str, int]:
     return segments | {"malformed": c["malformed"], "error": c["error"]}
 
 
-def figure(res: dict[str, Any], path: Path) -> None:
-    """One horizontal stacked bar per cue, as in the paper's figures, with n and intervals.
+def draw_bars(ax: Axes, res: dict[str, Any], cue_labels: bool = True, note_size: float = 8.5) -> None:
+    """One run's stacked bars, one per cue, on ``ax``: the picture of ``figure`` without
+    its title, axis label and legend, so that a sweep's grid draws each cell the same way.
 
     With an alignment-faking classifier, compliance with alignment-faking reasoning is the
     paper's hatched segment; with the partial classifier, a black line over the complied
-    part marks the share that was only partially compliant.
+    part marks the share that was only partially compliant. Right of each bar: n and the
+    compliance rate with its interval (``note_size`` points).
     """
     styles = {
         "rejected": ("refused", "#8fb8de", None),
@@ -280,7 +301,6 @@ def figure(res: dict[str, Any], path: Path) -> None:
     shown = [k for k in styles if any(k in bars[cue] for cue in cues)
              and (k in ("rejected", "accepted") or any(bars[cue].get(k) for cue in cues))]
     partial = res["classifiers"].get("partial_compliance", {}).get("cues", {})
-    fig, ax = plt.subplots(figsize=(9, 1.3 + 0.8 * len(cues)))
     for row, cue in enumerate(cues):
         n = res["cues"][cue]["n"]
         left = 0.0
@@ -300,11 +320,18 @@ def figure(res: dict[str, Any], path: Path) -> None:
             ax.plot([start, start + partial[cue]["flagged"] / n], [row - 0.42] * 2, color="black", linewidth=2.5,
                     solid_capstyle="butt", label="partially compliant" if row == 0 else None)
         ax.text(1.02, row, f"n={n}\ncomplied {_rate_text(res['cues'][cue]['compliance'])}",
-                va="center", fontsize=8.5, transform=ax.get_yaxis_transform())
-    ax.set_yticks(range(len(cues)), [CUE_LABELS.get(c, c) for c in cues])
+                va="center", fontsize=note_size, transform=ax.get_yaxis_transform())
+    ax.set_yticks(range(len(cues)), [CUE_LABELS.get(c, c) for c in cues] if cue_labels else [])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+
+
+def figure(res: dict[str, Any], path: Path) -> None:
+    """One horizontal stacked bar per cue, as in the paper's figures, with n and intervals
+    (see ``draw_bars``)."""
+    fig, ax = plt.subplots(figsize=(9, 1.3 + 0.8 * len(res["cues"])))
+    draw_bars(ax, res)
     ax.set_xlabel("share of samples (complied % is among parseable answers, 95% Wilson interval)")
     title = f"{res['model']} · {res['setting']}"
     if res["gap"]:
@@ -337,11 +364,13 @@ def markdown(res: dict[str, Any], figure_name: str) -> str:
         lines += ["", f"**Compliance gap** (training − unmonitored, paired by query, "
                   f"{g['n_queries']} queries): {_rate_text(g)} — {g['method']}."]
     if res["classifiers"]:
-        lines += ["", "## Classifiers", "", "| classifier | grader | cue | flagged / n | rate (95% CI) |", "|---|---|---|---|---|"]
+        lines += ["", "## Classifiers", "", "Rates are over readable grades; *unknown* counts grades the grader's answer did "
+                  "not let aflab read.", "", "| classifier | grader | cue | flagged / n | unknown | rate (95% CI) |",
+                  "|---|---|---|---|---|---|"]
         for c in res["classifiers"].values():
             for cue, r in c["cues"].items():
                 lines.append(f"| {c['description']} | {', '.join(c['graders'])} | {CUE_LABELS.get(cue, cue)} | "
-                             f"{r['flagged']} / {r['n']} | {_rate_text(r['rate'])} |")
+                             f"{r['flagged']} / {r['n']} | {r['unknown']} | {_rate_text(r['rate'])} |")
             for ex in c.get("examples", []):
                 quotes = "; ".join(f"{k}: “{q}”" for k, q in ex["quotes"].items())
                 lines.append(f"\n- `{ex['sample_id']}` (epoch {ex['epoch']}, yes share {ex['yes_share']}): {quotes}")
