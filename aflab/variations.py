@@ -146,21 +146,36 @@ def load_variation(setting: Setting, name: str) -> Variation:
     return known[name]
 
 
+_PROBE = "\x00aflab-block-probe\x00"
+_PROBE_CONTEXTS = {
+    "system_prompt.jinja": [{"lab": "Lab", "scratchpad": mode} for mode in (True, False)],
+    "user_turn.jinja": [{"request": "request", "training": cue} for cue in (True, False)],
+}
+
+
 @lru_cache(maxsize=64)
 def template_blocks(setting: Setting, template: str) -> frozenset[str]:
-    """Names of the blocks in ``template``, including those of templates it extends."""
+    """Names of the blocks that ``template`` renders, including inherited ones.
+
+    A block counts only if replacing it shows up in the rendered text (for some value of
+    the template's boolean variable): a parent's block nested inside one the setting
+    overrides no longer renders, and a variation editing it would silently do nothing.
+    """
     env = setting.templates
-    blocks: set[str] = set()
+    candidates: set[str] = set()
     name: str | None = template
-    seen: set[str] = set()
-    while name is not None and name not in seen:
-        seen.add(name)
+    while name is not None and name not in candidates:
         source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
         tree = env.parse(source)
-        blocks |= {b.name for b in tree.find_all(nodes.Block)}
+        candidates |= {b.name for b in tree.find_all(nodes.Block)}
         parent = next(iter(tree.find_all(nodes.Extends)), None)
         name = parent.template.value if parent is not None and isinstance(parent.template, nodes.Const) else None
-    return frozenset(blocks)
+    contexts = _PROBE_CONTEXTS.get(template, [{}])
+    return frozenset(
+        block for block in candidates
+        if any(_PROBE in env.from_string(f'{{% extends "{template}" %}}{{% block {block} %}}{_PROBE}{{% endblock %}}')
+               .render(**context) for context in contexts)
+    )
 
 
 @lru_cache(maxsize=256)
