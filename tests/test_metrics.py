@@ -8,9 +8,23 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from scipy import stats
 from scipy.special import expit
 
-from aflab.metrics import GAP_METHOD, Outcome, compliance_gap, cue_rates, gap_from_counts, wilson
+from aflab.metrics import (
+    CONTRAST_METHOD,
+    GAP_DIFFERENCE,
+    GAP_METHOD,
+    RATE_DIFFERENCE,
+    Contrast,
+    Outcome,
+    compliance_gap,
+    contrast_from_counts,
+    cue_rates,
+    fdr_adjust,
+    gap_from_counts,
+    wilson,
+)
 
 Z95 = NormalDist().inv_cdf(0.975)
 
@@ -218,3 +232,147 @@ def test_coverage_check_rejects_the_naive_interval(name):
     counts, truth = simulate(sum(map(ord, name)), **SCENARIOS[name])
     below, above = misses(unpaired_wald(*counts), truth)
     assert not LOW <= 1 - below - above <= HIGH
+
+
+# --- Comparing cells of a sweep ---------------------------------------------------------
+#
+# Two cells (variation A and default B, or two reasoning modes) ask the same queries. A
+# query's propensity under a cue and cell is the shared query effect, a cue effect shared
+# by both cells, and (for a real change) a cell-specific effect; intercepts again make the
+# population rates exactly the targets, so the true gap difference is known.
+
+TRAINING_ROWS = [0, 2]
+"""Rows of the simulated (training A, unmonitored A, training B, unmonitored B) counts
+that hold the two cells' training-cue rates."""
+REJECT_LOW, REJECT_HIGH = 0.035, 0.065
+"""5% within 1.5 points (Monte Carlo SE 0.22 points at 10,000 replicates)."""
+
+
+def simulate_cells(seed, queries, cell_a, cell_b, epochs=1, sd_query=1.5, sd_cue=0.5, sd_cell=0.0,
+                   malformed=0.05, reps=REPS):
+    """Counts of shape (reps, 4, queries) and the true gap difference A - B; ``cell_*`` are
+    (p_train, p_unmon). With ``sd_cell`` 0 and equal rates, both cells share every
+    query's propensities: the null."""
+    rng = np.random.default_rng(seed)
+    shared = sd_query * rng.normal(size=(reps, queries))
+    cue_effects = sd_cue * rng.normal(size=(2, reps, queries))
+    sd = math.sqrt(sd_query**2 + sd_cue**2 + sd_cell**2)
+    accepted, valid = [], []
+    for p_train, p_unmon in (cell_a, cell_b):
+        for cue, rate in enumerate((p_train, p_unmon)):
+            logit = intercept(rate, sd) + shared + cue_effects[cue] + sd_cell * rng.normal(size=shared.shape)
+            answers = rng.random((*shared.shape, epochs)) < expit(logit)[..., None]
+            ok = rng.random(answers.shape) >= malformed
+            accepted.append((answers & ok).sum(-1))
+            valid.append(ok.sum(-1))
+    truth = (cell_a[0] - cell_a[1]) - (cell_b[0] - cell_b[1])
+    return np.stack(accepted, -2), np.stack(valid, -2), truth
+
+
+NULL_SCENARIOS = {
+    "paper-regime": dict(queries=100, cell_a=(0.14, 0.03), cell_b=(0.14, 0.03)),
+    "zero-gap": dict(queries=100, cell_a=(0.10, 0.10), cell_b=(0.10, 0.10)),
+    "few-queries": dict(queries=20, cell_a=(0.30, 0.15), cell_b=(0.30, 0.15), epochs=3),
+    "few-queries-one-epoch": dict(queries=20, cell_a=(0.30, 0.15), cell_b=(0.30, 0.15)),
+}
+
+
+def rejection_rate(contrast: Contrast) -> float:
+    return float(np.mean(contrast.p_value < 0.05))
+
+
+@pytest.mark.parametrize("name", NULL_SCENARIOS)
+def test_comparison_rejects_five_percent_under_the_null_and_covers(name):
+    accepted, valid, truth = simulate_cells(sum(map(ord, name)), **NULL_SCENARIOS[name])
+    gap = contrast_from_counts(accepted, valid, GAP_DIFFERENCE)
+    training = contrast_from_counts(accepted[..., TRAINING_ROWS, :], valid[..., TRAINING_ROWS, :], RATE_DIFFERENCE)
+    assert truth == 0
+    assert REJECT_LOW <= rejection_rate(gap) <= REJECT_HIGH
+    assert REJECT_LOW <= rejection_rate(training) <= REJECT_HIGH
+    # the test and the interval are one construction: 0 is outside exactly when p < .05
+    assert np.array_equal(gap.p_value < 0.05, (gap.low > 0) | (gap.high < 0))
+
+
+@pytest.mark.parametrize(("cell_a", "queries", "epochs"), [((0.30, 0.05), 100, 1), ((0.45, 0.15), 20, 3)],
+                         ids=["paper-regime-vs-larger-gap", "few-queries-vs-larger-gap"])
+def test_gap_difference_interval_covers_a_real_change(cell_a, queries, epochs):
+    cell_b = (0.14, 0.03) if queries == 100 else (0.30, 0.15)
+    accepted, valid, truth = simulate_cells(queries + epochs, queries, cell_a, cell_b, epochs=epochs, sd_cell=0.6)
+    gap = contrast_from_counts(accepted, valid, GAP_DIFFERENCE)
+    below, above = misses(gap[:3], truth)
+    assert LOW <= 1 - below - above <= HIGH, (below, above)
+    assert below <= TAIL and above <= TAIL, (below, above)
+    assert rejection_rate(gap) > 0.25  # and the change is often detected
+
+
+def test_comparison_check_rejects_an_unpaired_test():
+    """Treating the two cells as independent samples ignores that they share queries: far
+    too few rejections under the null, so the rejection-rate check above has teeth."""
+    accepted, valid, _ = simulate_cells(1, **NULL_SCENARIOS["paper-regime"])
+    rates = accepted.sum(-1) / valid.sum(-1)
+    variance = (np.square(GAP_DIFFERENCE) * rates * (1 - rates) / valid.sum(-1)).sum(-1)
+    p_unpaired = 2 * stats.norm.sf(np.abs(rates @ np.asarray(GAP_DIFFERENCE)) / np.sqrt(variance))
+    assert not REJECT_LOW <= float(np.mean(p_unpaired < 0.05)) <= REJECT_HIGH
+
+
+def test_contrast_of_two_rates_on_hand_counts():
+    # 8 queries: A accepts 6, B all 8, so only A's influences are non-zero: 6 of
+    # (1 - 3/4) / 8 and 2 of -(3/4) / 8; variance 24/1024 times the CR1 factor 8/7.
+    contrast = contrast_from_counts([[1] * 6 + [0] * 2, [1] * 8], np.ones((2, 8)), RATE_DIFFERENCE)
+    se = math.sqrt(24 / 1024 * 8 / 7)
+    assert float(contrast.estimate) == pytest.approx(-0.25)
+    assert float(contrast.p_value) == pytest.approx(2 * stats.t.sf(0.25 / se, 7))
+    half = stats.t.ppf(0.975, 7) * se
+    assert (float(contrast.low), float(contrast.high)) == pytest.approx((-0.25 - half, -0.25 + half))
+    clipped = contrast_from_counts([[1, 0, 1], [1, 1, 1]], np.ones((2, 3)), RATE_DIFFERENCE)
+    assert float(clipped.low) == -1.0  # a rate difference cannot go below -1
+    assert "CR1" in CONTRAST_METHOD
+
+
+def test_contrast_pairs_by_query_and_clusters_epochs():
+    # cells that agree query by query: pairing removes the query-to-query spread
+    a = np.array([[1, 1, 0, 0, 1, 0, 0, 0] * 5, [1, 1, 0, 0, 0, 0, 0, 0] * 5])
+    m = np.ones_like(a)
+    paired = contrast_from_counts(a, m, RATE_DIFFERENCE)
+    shuffled = contrast_from_counts(np.stack([a[0], np.roll(a[1], 3)]), m, RATE_DIFFERENCE)
+    assert float(paired.estimate) == pytest.approx(float(shuffled.estimate))
+    assert float(paired.high - paired.low) < 0.6 * float(shuffled.high - shuffled.low)
+    # three identical epochs of each query are one query's evidence, not three
+    repeated = contrast_from_counts(3 * a, 3 * m, RATE_DIFFERENCE)
+    assert (float(repeated.low), float(repeated.high)) == pytest.approx((float(paired.low), float(paired.high)))
+
+
+def test_comparisons_where_no_query_varies_keep_a_width():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = contrast_from_counts(np.zeros((2, 100)), np.ones((2, 100)), RATE_DIFFERENCE)
+        separated = contrast_from_counts([[1] * 10, [0] * 10], np.ones((2, 10)), RATE_DIFFERENCE)
+    assert float(same.p_value) == 1.0 and -0.03 < float(same.low) < -0.01 and 0.01 < float(same.high) < 0.03
+    assert float(separated.estimate) == 1.0 and float(separated.p_value) < 1e-4
+    assert 0.7 < float(separated.low) < 0.95 and float(separated.high) == 1.0
+
+
+@pytest.mark.parametrize(("accepted", "valid"), [([[1], [0]], [[1], [1]]), ([[1, 1], [0, 0]], [[1, 1], [0, 0]])],
+                         ids=["single-query", "empty-cell"])
+def test_comparisons_that_cannot_be_made_are_nan_without_warnings(accepted, valid):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        contrast = contrast_from_counts(accepted, valid, RATE_DIFFERENCE)
+    assert math.isnan(contrast.p_value) and math.isnan(contrast.low) and math.isnan(contrast.high)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="K weights"):
+        contrast_from_counts(np.zeros((3, 5)), np.ones((3, 5)), RATE_DIFFERENCE)
+
+
+def test_benjamini_hochberg_flags_the_real_changes_among_many_nulls():
+    """200 comparisons with no change and 6 with a large one, as a big sweep would make."""
+    null_counts = simulate_cells(7, queries=100, cell_a=(0.14, 0.03), cell_b=(0.14, 0.03), reps=200)[:2]
+    real_counts = simulate_cells(8, queries=100, cell_a=(0.60, 0.05), cell_b=(0.14, 0.03), sd_cell=0.6, reps=6)[:2]
+    p = contrast_from_counts(*map(np.concatenate, zip(null_counts, real_counts)), GAP_DIFFERENCE).p_value
+    p[3] = math.nan  # a comparison that could not be made stays out
+    adjusted = fdr_adjust(p)
+    assert math.isnan(adjusted[3]) and np.all(adjusted[np.isfinite(p)] >= p[np.isfinite(p)])
+    assert np.flatnonzero(adjusted < 0.05).tolist() == list(range(200, 206))
+    assert (p[:200] < 0.05).sum() >= 4  # uncorrected, chance alone would flag some nulls
