@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         # A custom base URL is an OpenAI-compatible server (vLLM, Ollama, llama.cpp
         # server), which speaks Chat Completions but not OpenAI's Responses API.
         model_args.setdefault("responses_api", False)
+        console.print("[yellow]note:[/yellow] Inspect takes an unknown openai/<name> for a frontier OpenAI model "
+                      "(no temperature, a developer role); for a local server use openai-api/<service>/<model>")
     if not embedded:  # the embedded model is checked when it loads its weights
         _check_model(args.model, args.model_base_url, model_args)
     _check_writable(out)
@@ -134,19 +136,51 @@ def sweep(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         spec = replace(spec, queries=spec.queries or EMBEDDED_QUERIES, max_tokens=spec.max_tokens or EMBEDDED_MAX_TOKENS)
+    if args.dry_run:
+        return _sweep_dry_run(spec)
+    if not args.out:
+        raise CliError("aflab sweep needs --out DIR: the folder for its logs and comparison report")
     out = Path(args.out)
     _check_writable(out)
     try:
-        models = sweep_models(spec)
+        models, grader = sweep_models(spec)
     except Exception as e:  # noqa: BLE001 - any failure to construct a model is the user's to fix
         raise CliError(f"cannot use a model of the sweep: {_one_line(str(e))}") from e
-    success, comparison = run_sweep(spec, out, models=models)
+    success, comparison = run_sweep(spec, out, models=models, grader=grader)
     print_comparison(comparison)
     console.print(f"\nwrote {out}/comparison.md, comparison.csv, forest.png and grid figures")
     console.print(f"transcripts: inspect view --log-dir {out / 'logs'}")
     if not success:
         console.print("[red]some cells did not finish; run the same command again to finish them[/red]")
         return 1
+    return 0
+
+
+def _sweep_dry_run(spec: Any) -> int:
+    """Calls, tokens and cost of every cell of a sweep, without calling a model."""
+    from aflab.costs import estimate, sweep_estimate_table
+    from aflab.sweep import sweep_tasks
+    from aflab.tasks import PAPER_MAX_ROUNDS, PAPER_MAX_TOKENS
+
+    from aflab.settings import load_setting
+
+    tasks, notes = sweep_tasks(spec)
+    notes += [f"setting '{s}': a grader judges each answer's compliance (one call per sample), not counted above"
+              for s in spec.settings if load_setting(s).compliance == "rubric"]
+    cells = []
+    for model in spec.models:
+        for task in tasks:
+            meta = task.metadata or {}
+            name = (model.name, meta["setting"], meta["variation"], "scratchpad" if meta["scratchpad"] else "no-scratchpad")
+            cells.append((name, estimate(task, model.name, epochs=spec.epochs, max_tokens=spec.max_tokens or PAPER_MAX_TOKENS,
+                                         max_rounds=spec.max_rounds or PAPER_MAX_ROUNDS, base_url=model.base_url,
+                                         connections=spec.max_connections, classifiers=spec.classifiers,
+                                         grader=spec.grader.name if spec.grader else None, votes=spec.votes)))
+    Console().print(sweep_estimate_table(cells))
+    # the cells' notes differ in their prompt sizes only: say each once
+    general = {re.sub(r"~[\d,]+-token ", "", n) for _, e in cells for n in e.notes}
+    for note in notes + sorted(general):
+        Console().print(f"[yellow]note:[/yellow] {note}")
     return 0
 
 
@@ -215,22 +249,28 @@ def show_prompt(args: argparse.Namespace) -> int:
 
 
 def print_comparison(comparison: dict[str, Any]) -> None:
-    """The comparison's cells and flagged differences on the terminal."""
+    """The comparison's cells and its flagged differences on the terminal."""
+    from aflab.compare import _comparison_name, _difference_text
     from aflab.report import _rate_text
 
-    table = Table(title="sweep comparison")
-    for column in ("model", "setting", "variation", "mode", "status", "training", "unmonitored", "gap [95% CI]"):
+    table = Table(title="sweep comparison (compliance, 95% CI)")
+    for column in ("model", "setting", "variation", "mode", "status", "training", "unmonitored", "gap"):
         table.add_column(column, overflow="fold")
-    for cell in comparison.get("cells", []):
-        cues = cell.get("cues", {})
+    for cell in comparison["cells"]:
+        res = cell["results"] or {}
+        cues = res.get("cues", {})
         table.add_row(
-            cell["model"], cell["setting"], cell["variation"], cell["mode"], cell.get("status", ""),
+            cell["model"], cell["setting"], cell["variation"], cell["mode"], cell["status"],
             *(_rate_text(cues[c]["compliance"]) if c in cues else "–" for c in ("free", "paid")),
-            _rate_text(cell["gap"]) if cell.get("gap") else "–",
+            _rate_text(res["gap"]) if res.get("gap") else "–",
         )
     Console().print(table)
-    for difference in comparison.get("significant", []):
-        Console().print(f"[bold]significant:[/bold] {difference.get('summary', difference)}")
+    flagged = [f for f in comparison["comparisons"] if f["flagged"]]
+    Console().print(f"{len(flagged)} of {len(comparison['comparisons'])} differences significant "
+                    "(Benjamini-Hochberg adjusted p < 0.05)")
+    for f in flagged:
+        Console().print(f"  {f['model']} · {f['setting']}: {_comparison_name(f)}, {f['measure']} "
+                        f"{_difference_text(f)}, adjusted p {f['p_adjusted']:.3g}")
     for note in comparison.get("notes", []):
         Console().print(f"[yellow]note:[/yellow] {note}")
 
@@ -413,7 +453,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--max-connections", type=int, help="concurrent calls per model (Inspect's default per provider)")
     sw.add_argument("--temperature", type=float, help="(default: 1.0)")
     sw.add_argument("--max-tokens", type=int, help="output tokens per turn (default: 4000)")
-    sw.add_argument("--out", required=True, help="sweep directory; running the same sweep again finishes only missing cells")
+    sw.add_argument("--out", help="sweep directory (required unless --dry-run); running the same sweep again finishes only missing cells")
+    sw.add_argument("--dry-run", action="store_true", help="print each cell's calls, tokens and estimated cost; call no model")
     _grader_options(sw)
     sw.set_defaults(func=sweep)
 

@@ -10,7 +10,7 @@ Prices live in one data file, ``aflab/data/prices.toml``, so a new price or a ne
 is an edit there. A model missing from it still gets its tokens counted; its cost reads
 "price unknown".
 
-Caching needs nothing from aflab. Inspect's ``cache_prompt`` defaults to "auto", which its
+Caching needs nothing from aflab. Inspect's ``cache_prompt`` is unset by default, which its
 Anthropic provider treats as on: it marks the system prompt with ``cache_control`` (and
 the conversation so far, so continuation rounds read it back too). OpenAI caches any
 prompt prefix of 1,024 tokens or more by itself, and Gemini 2.5 models do the same.
@@ -367,6 +367,31 @@ def estimate_table(e: Estimate) -> Table:
     for s in e.grader_scenarios:
         table.add_row(f"{s.name} ({e.grader})", "", f"{s.calls:,}", f"{s.input_tokens:,}", "0",
                       f"{s.output_tokens:,}", _usd(s.cost), "", "")
+    return table
+
+
+def sweep_estimate_table(cells: list[tuple[tuple[str, ...], Estimate]]) -> Table:
+    """A sweep's dry run: per cell (model, setting, variation, mode) the typical calls,
+    tokens and dollars and the most dollars, then the totals (a total is "price unknown"
+    when any cell's price is). Costs include the classifiers' grader calls: the fewest
+    with the typical run, the most with the most."""
+    table = Table(title=f"sweep: {len(cells)} cells")
+    for column in ("model", "setting", "variation", "mode", "samples", "calls", "input tokens", "output tokens",
+                   "cost", "at most"):
+        table.add_column(column, justify="left" if column in ("model", "setting", "variation", "mode") else "right")
+    totals: dict[str, float | None] = {"typical": 0.0, "most": 0.0}
+    for names, e in cells:
+        by_name = {s.name: s for s in e.scenarios}
+        typical, most = by_name["typical"], by_name["most"]
+        graders = {g.name: g.cost for g in e.grader_scenarios}
+        for key, s, grader in (("typical", typical, "grader, fewest"), ("most", most, "grader, most")):
+            extra = graders.get(grader, 0.0)
+            cost = None if s.cost is None or extra is None else s.cost + extra
+            totals[key] = None if cost is None or totals[key] is None else totals[key] + cost  # type: ignore[operator]
+        table.add_row(*names, f"{e.samples * e.epochs:,}", f"{typical.calls:,}", f"{typical.input_tokens:,}",
+                      f"{typical.output_tokens:,}", _usd(typical.cost), _usd(most.cost))
+    table.add_row("total", "", "", "", f"{sum(e.samples * e.epochs for _, e in cells):,}", "", "", "",
+                  _usd(totals["typical"]), _usd(totals["most"]), style="bold")
     return table
 
 

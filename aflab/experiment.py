@@ -28,7 +28,7 @@ def evaluate(
     models: str | Model | list[Model],
     log_dir: Path,
     *,
-    grader: str | None = None,
+    grader: str | Model | None = None,
     **options: Any,
 ) -> tuple[bool, list[EvalLog]]:
     """Inspect's ``eval_set`` with aflab's resumption and retry policy.
@@ -62,7 +62,7 @@ def run_experiment(
     model_base_url: str | None = None,
     epochs: int = 1,
     display: str | None = None,
-    grader: str | None = None,
+    grader: str | Model | None = None,
     **generate: Any,
 ) -> tuple[bool, dict[str, Any]]:
     """Evaluate ``task`` on ``model``, logging to ``out/logs``; report into ``out``.
@@ -112,7 +112,7 @@ def check_classifiers(classifiers: list[str], log: EvalLog) -> None:
 def rescore_log(
     log_file: Path,
     classifiers: list[str],
-    grader: str | None = None,
+    grader: str | Model | None = None,
     votes: int | None = None,
     display: str | None = None,
 ) -> None:

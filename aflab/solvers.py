@@ -83,9 +83,9 @@ def alignment_faking_conversation(
                 raise EmptyCompletion(f"{state.output.model} returned an empty completion")
             if head:
                 completion = state.messages.pop()
-                state.messages[-1] = ChatMessageAssistant(
-                    content=head + completion.text, model=completion.model, source="generate"
-                )
+                # Some servers (llama.cpp's) send the prefill back with the continuation.
+                text = completion.text if completion.text.startswith(head) else head + completion.text
+                state.messages[-1] = ChatMessageAssistant(content=text, model=completion.model, source="generate")
             if not needs_continuation(state.messages[-1].text, truncated):
                 break
             state.messages.append(ChatMessageUser(content=NEXT_TAG))

@@ -17,7 +17,7 @@ A sweep file (YAML) names the same things as the command line::
     variations: [default, no-examples, lab-openai]
     scratchpad: [true, false]
     queries: 100
-    grader: openai/gpt-4o
+    grader: openai/gpt-4o                      # a name, or a mapping like a model's
     classifiers: [af-improved]
 """
 
@@ -56,7 +56,7 @@ class Sweep:
     seed: int | None = None
     cues: str = "free,paid"
     epochs: int = 1
-    grader: str | None = None
+    grader: ModelSpec | None = None
     classifiers: list[str] = field(default_factory=list)
     votes: int | None = None
     max_connections: int | None = None
@@ -95,6 +95,8 @@ def sweep_from_dict(config: dict[str, Any]) -> Sweep:
         raise SweepError("a sweep needs models: give --models a,b or a 'models:' list in the sweep file")
     values = dict(config)
     values["models"] = [_model_spec(m) for m in _as_list(config["models"], "models")]
+    if values.get("grader") is not None:
+        values["grader"] = _model_spec(values["grader"])
     for key in ("settings", "variations", "classifiers"):
         if key in values:
             values[key] = [str(v) for v in _as_list(values[key], key)]
@@ -136,11 +138,10 @@ def sweep_tasks(sweep: Sweep) -> tuple[list[Task], list[str]]:
         variations = all_variations(setting)
         known |= variations.keys()
         for variation in sweep.variations:
-            if variation not in variations:
-                continue
-            missing = missing_blocks(setting, variations[variation])
-            if missing:
-                notes.append(f"variation '{variation}' skipped for setting '{setting_name}': no block {', '.join(missing)}")
+            missing = missing_blocks(setting, variations[variation]) if variation in variations else []
+            if variation not in variations or missing:
+                why = f"no block {', '.join(missing)}" if missing else "not defined for it"
+                notes.append(f"variation '{variation}' skipped for setting '{setting_name}': {why}")
                 continue
             for scratchpad in sweep.scratchpad:
                 task = alignment_faking(
@@ -159,17 +160,23 @@ def sweep_tasks(sweep: Sweep) -> tuple[list[Task], list[str]]:
     return tasks, notes
 
 
-def sweep_models(sweep: Sweep) -> list[Model]:
-    """The sweep's models, constructed now so that a missing key or package fails first."""
-    return [get_model(m.name, base_url=m.base_url, **m.args) for m in sweep.models]
+def _model(spec: ModelSpec) -> Model:
+    return get_model(spec.name, base_url=spec.base_url, **spec.args)
+
+
+def sweep_models(sweep: Sweep) -> tuple[list[Model], Model | None]:
+    """The sweep's models and grader, constructed now so that a missing key or package
+    fails before any work."""
+    return [_model(m) for m in sweep.models], _model(sweep.grader) if sweep.grader else None
 
 
 def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
-              display: str | None = None) -> tuple[bool, dict[str, Any]]:
+              grader: Model | None = None, display: str | None = None) -> tuple[bool, dict[str, Any]]:
     """Run every cell of ``sweep`` into ``out/logs`` and write the comparison into ``out``.
 
-    ``models`` overrides the sweep's model names with ready model objects (tests pass
-    scripted mock models). Returns whether every cell finished, and the comparison.
+    ``models`` and ``grader`` override the sweep's model names with ready model objects
+    (tests pass scripted mock models). Returns whether every cell finished, and the
+    comparison.
     """
     from aflab.compare import write_comparison
     from aflab.experiment import evaluate, rescore_log
@@ -177,11 +184,15 @@ def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
 
     out = Path(out)
     tasks, notes = sweep_tasks(sweep)
+    if models is None:
+        models = [_model(m) for m in sweep.models]
+    if grader is None and sweep.grader:
+        grader = _model(sweep.grader)
     success, logs = evaluate(
         tasks,
-        models if models is not None else sweep_models(sweep),
+        models,
         out / "logs",
-        grader=sweep.grader,
+        grader=grader,
         epochs=sweep.epochs,
         display=display,
         max_tasks=sweep.max_tasks,
@@ -193,7 +204,7 @@ def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
     if sweep.classifiers:
         for log in logs:
             if log.status == "success":
-                rescore_log(local_path(log.location), sweep.classifiers, grader=sweep.grader, votes=sweep.votes)
+                rescore_log(local_path(log.location), sweep.classifiers, grader=grader, votes=sweep.votes)
     comparison = write_comparison(out / "logs", out)
     comparison.setdefault("notes", []).extend(notes)
     return success, comparison
