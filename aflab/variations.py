@@ -185,6 +185,6 @@ def _edited(setting: Setting, variation: Variation, template: str) -> jinja2.Tem
     if not blocks:
         return setting.templates.get_template(template)
     child = f'{{% extends "{template}" %}}' + "".join(
-        f"{{% block {block} %}}{text}{{% endblock %}}" for block, text in blocks.items()
+        f"{{% block {block} +%}}{text}{{% endblock %}}" for block, text in blocks.items()
     )
     return setting.templates.from_string(child)
