@@ -141,9 +141,9 @@ def test_unknown_variation_and_bad_yaml(tmp_path):
 
 
 def test_a_variation_for_another_setting_is_skipped_with_a_note():
-    tasks, notes = sweep_tasks(Sweep(models=[], settings=SETTINGS, variations=["cut-conflicting-criteria"]))
+    tasks, notes = sweep_tasks(Sweep(models=[], settings=SETTINGS, variations=["paraphrase-1"]))
     assert [t.metadata["setting"] for t in tasks] == ["helpful_only"]
-    assert notes == ["variation 'cut-conflicting-criteria' skipped for setting 'animal_welfare': not defined for it"]
+    assert notes == ["variation 'paraphrase-1' skipped for setting 'animal_welfare': not defined for it"]
 
 
 # ---------------------------------------------------------------------------------------
