@@ -265,6 +265,11 @@ def print_comparison(comparison: dict[str, Any]) -> None:
             _rate_text(res["gap"]) if res.get("gap") else "–",
         )
     Console().print(table)
+    for cell in comparison["cells"]:
+        failures = [f for f in (cell["results"] or {}).get("failures", []) if f["label"] == "error"]
+        if failures:
+            Console().print(f"[red]{cell['model']} · {cell['setting']} · {cell['variation']} · {cell['mode']}:[/red] "
+                            f"{len(failures)} samples failed, e.g. {failures[0]['reason'][:200]}", soft_wrap=True)
     flagged = [f for f in comparison["comparisons"] if f["flagged"]]
     Console().print(f"{len(flagged)} of {len(comparison['comparisons'])} differences significant "
                     "(Benjamini-Hochberg adjusted p < 0.05)")
@@ -482,6 +487,10 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("source", help="a run directory (from --out) or an Inspect .eval log")
     rep.add_argument("--out", help="where to write (default: the run directory)")
     rep.set_defaults(func=report)
+
+    from aflab.synthdocs.commands import add_commands as add_docs_commands
+
+    add_docs_commands(sub)
     return p
 
 
