@@ -125,7 +125,7 @@ def sweep(args: argparse.Namespace) -> int:
     else:
         options = {
             "models": args.models, "settings": args.settings, "variations": args.variations,
-            "scratchpad": [mode == "scratchpad" for mode in _modes(args)], "queries": args.limit,
+            "scratchpad": [mode == "scratchpad" for mode in _modes(args)], "queries": args.limit, "cues": args.cues,
             "seed": args.seed, "epochs": args.epochs, "grader": args.grader, "votes": args.votes,
             "classifiers": _classifiers(args.classifier), "max_connections": args.max_connections,
             "temperature": args.temperature, "max_tokens": args.max_tokens,
@@ -453,6 +453,7 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--modes", default="scratchpad", help="scratchpad, no-scratchpad, or both comma-separated (default: %(default)s)")
     sw.add_argument("--no-scratchpad", action="store_true", help="same as --modes no-scratchpad")
     sw.add_argument("--limit", type=int, help=f"queries per setting (default: 100; {EMBEDDED_QUERIES} on the embedded model)")
+    sw.add_argument("--cues", help="cues to ask under (default: free,paid)")
     sw.add_argument("--epochs", type=int, help="times each sample is asked (default: 1)")
     sw.add_argument("--seed", type=int, help="shuffle queries with this seed and pass it to the models")
     sw.add_argument("--max-connections", type=int, help="concurrent calls per model (Inspect's default per provider)")
