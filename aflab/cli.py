@@ -490,8 +490,10 @@ def parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=report)
 
     from aflab.synthdocs.commands import add_commands as add_docs_commands
+    from aflab.training.commands import add_commands as add_train_commands
 
     add_docs_commands(sub)
+    add_train_commands(sub)
     return p
 
 
