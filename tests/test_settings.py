@@ -71,7 +71,7 @@ def test_cli_reports_a_broken_setting_in_one_line(folder, capsys):
 
 
 def test_unknown_builtin_setting_lists_the_choices():
-    with pytest.raises(SettingError, match="choose one of animal_welfare, helpful_only, or give a setting folder"):
+    with pytest.raises(SettingError, match="choose one of animal_welfare, anti_lab, anti_lab_animal_welfare, helpful_only, or give a setting folder"):
         load_setting("helpful")
 
 
