@@ -489,11 +489,13 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="where to write (default: the run directory)")
     rep.set_defaults(func=report)
 
+    from aflab.probes.commands import add_commands as add_probe_commands
     from aflab.synthdocs.commands import add_commands as add_docs_commands
     from aflab.training.commands import add_commands as add_train_commands
 
     add_docs_commands(sub)
     add_train_commands(sub)
+    add_probe_commands(sub)
     return p
 
 
