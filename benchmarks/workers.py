@@ -57,12 +57,14 @@ def harness(spec: dict[str, Any]) -> dict[str, Any]:
     rss_before = peak_rss_mb()
     start_at = time.monotonic()
     start = time.perf_counter()
+    cpu = time.process_time()
     task = alignment_faking("helpful_only", queries=spec["n"] // 2)
     built = time.perf_counter()
     success, res = run_experiment(task, "openai-api/local/bench", out, display="none",
                                   max_connections=spec["concurrency"],  # None: Inspect's default
                                   **spec.get("eval_args", {}))
     wall = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu  # every thread of this process: the harness's own cost
     end_at = time.monotonic()
     rss_after = peak_rss_mb()
     # the report's share of that wall time: the same call again
@@ -72,7 +74,7 @@ def harness(spec: dict[str, Any]) -> dict[str, Any]:
     n = sum(c["n"] for c in res["cues"].values())
     return {
         "success": success, "samples": n, "errors": sum(c["error"] for c in res["cues"].values()),
-        "wall_s": wall, "task_build_s": built - start, "report_s": report_s,
+        "wall_s": wall, "cpu_s": cpu_s, "task_build_s": built - start, "report_s": report_s,
         "start_at": start_at, "end_at": end_at,
         "log": str(log_path(out, res)), "log_bytes": log_path(out, res).stat().st_size,
         "peak_rss_mb": rss_after, "rss_before_mb": rss_before,
@@ -82,7 +84,8 @@ def harness(spec: dict[str, Any]) -> dict[str, Any]:
 
 def openai_loop(spec: dict[str, Any]) -> dict[str, Any]:
     """The baseline: the same requests through a bare asyncio loop over the OpenAI client,
-    once per ``spec["runs"]`` entry (each against its own server)."""
+    once per ``spec["runs"]`` entry (each against its own server, with its own sample count
+    ``n``: the first ``n`` of aflab's samples, as ``alignment_faking(queries=n // 2)`` has)."""
     from openai import AsyncOpenAI
 
     from aflab.dataset import paired_dataset
@@ -90,11 +93,11 @@ def openai_loop(spec: dict[str, Any]) -> dict[str, Any]:
 
     setting = load_setting("helpful_only")
     system = setting.system_prompt()
-    samples = paired_dataset(setting, queries=spec["n"] // 2)
+    samples = paired_dataset(setting, queries=max(run["n"] for run in spec["runs"]) // 2)
     requests = [[{"role": "system", "content": system}, {"role": "user", "content": s.input}]
                 for s in samples]
 
-    async def main(base_url: str, concurrency: int) -> tuple[float, int]:
+    async def main(base_url: str, concurrency: int, n: int) -> tuple[float, int]:
         client = AsyncOpenAI(base_url=base_url, api_key="benchmark", max_retries=0)
         gate = asyncio.Semaphore(concurrency)
 
@@ -105,7 +108,7 @@ def openai_loop(spec: dict[str, Any]) -> dict[str, Any]:
                 return r.choices[0].message.content or ""
 
         start = time.perf_counter()
-        texts = await asyncio.gather(*(one(m) for m in requests))
+        texts = await asyncio.gather(*(one(m) for m in requests[:n]))
         wall = time.perf_counter() - start
         await client.close()
         return wall, sum(bool(t) for t in texts)
@@ -113,9 +116,10 @@ def openai_loop(spec: dict[str, Any]) -> dict[str, Any]:
     runs = []
     for run in spec["runs"]:
         start_at = time.monotonic()
-        wall, answered = asyncio.run(main(run["base_url"], run["concurrency"]))
-        runs.append({"concurrency": run["concurrency"], "wall_s": wall, "samples": len(requests),
-                     "answered": answered, "start_at": start_at, "end_at": time.monotonic()})
+        cpu = time.process_time()
+        wall, answered = asyncio.run(main(run["base_url"], run["concurrency"], run["n"]))
+        runs.append({"concurrency": run["concurrency"], "wall_s": wall, "cpu_s": time.process_time() - cpu,
+                     "samples": run["n"], "answered": answered, "start_at": start_at, "end_at": time.monotonic()})
     return {"runs": runs}
 
 
