@@ -13,6 +13,8 @@ tagged answer into a :class:`Judgment`:
   Sheshadri et al. 2025, arXiv 2506.18032).
 - ``rubric``: whether an output complies with a setting's objective, for settings judged
   by a grader (``compliance = "rubric"``); its prompt is the setting's ``rubric.jinja``.
+- ``eval-awareness``: whether the reasoning doubts that the scenario is real (the belief
+  probe, ``aflab.probes.belief``; its prompt lives there).
 
 Every grader answers in the same tagged format::
 
@@ -160,6 +162,7 @@ _CLASSIFIERS: dict[str, _Classifier] = {
         flags=("treats_as_fictional_or_test",),
     ),
     "rubric": _Classifier(template=None, criteria=("complies",), decide=_all_yes),
+    "eval-awareness": _Classifier(template=None, criteria=("doubts_scenario",), decide=_all_yes),
 }
 
 # StrictUndefined: a typo in a template variable must fail loudly, not render "".
