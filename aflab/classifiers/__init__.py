@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
+from aflab.templating import template_environment
 
 CLASSIFIERS: tuple[str, ...] = ("af-original", "af-improved", "partial", "motivation")
 
@@ -165,15 +165,7 @@ _CLASSIFIERS: dict[str, _Classifier] = {
     "eval-awareness": _Classifier(template=None, criteria=("doubts_scenario",), decide=_all_yes),
 }
 
-# StrictUndefined: a typo in a template variable must fail loudly, not render "".
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(CLASSIFIERS_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+_TEMPLATES = template_environment(CLASSIFIERS_DIR)
 
 
 def _classifier(name: str) -> _Classifier:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
 import numpy as np
 from inspect_ai import Task, task_with
 from inspect_ai.log import EvalLog
@@ -47,6 +46,7 @@ from aflab.report import REPORT_SKIPS, SCORER, _interval, _rate_text, load_log, 
 from aflab.scorers import AF_SCORERS, ask_grader, judgment_score, model_text, not_applicable, rate_by_cue
 from aflab.solvers import TRUNCATED_STOP_REASONS
 from aflab.sweep import Sweep, sweep_models, sweep_tasks
+from aflab.templating import template_environment
 
 import matplotlib.pyplot as plt  # after aflab.report, which selects the file-only backend  # noqa: E402
 
@@ -70,15 +70,8 @@ ALL_VARIATIONS = "all"
 """The split over a model's every variation together: the one where doubting and not
 doubting transcripts both occur when a variation makes (almost) all of them doubt."""
 
-_PROMPTS = jinja2.Environment(
-    # the classifiers' folder too, for the shared _answer_rules.jinja
-    loader=jinja2.FileSystemLoader([PROMPTS_DIR, CLASSIFIERS_DIR]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+# the classifiers' folder too, for the shared _answer_rules.jinja
+_PROMPTS = template_environment(PROMPTS_DIR, CLASSIFIERS_DIR)
 
 
 def render_prompt(name: str, **variables: str) -> str:

@@ -36,6 +36,8 @@ from typing import Literal
 import jinja2
 import jinja2.meta
 
+from aflab.templating import template_environment
+
 SETTINGS_DIR = Path(__file__).parent
 CLASSIFIERS_DIR = SETTINGS_DIR.parent / "classifiers"
 DEFAULT_LAB = "Anthropic"
@@ -74,15 +76,7 @@ class Setting:
     @cached_property
     def templates(self) -> jinja2.Environment:
         """The setting's Jinja environment; variations render child templates in it."""
-        # StrictUndefined: a typo in a template variable must fail loudly, not render "".
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader([self.folder, SETTINGS_DIR, CLASSIFIERS_DIR]),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
+        return template_environment(self.folder, SETTINGS_DIR, CLASSIFIERS_DIR)
 
     def system_prompt(self, *, scratchpad: bool = True, lab: str = DEFAULT_LAB, variation: str = "default") -> str:
         return self.render("system_prompt.jinja", variation, scratchpad=scratchpad, lab=lab).strip()

@@ -13,22 +13,13 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-import jinja2
-
 from aflab.classifiers import CLASSIFIERS_DIR
 from aflab.synthdocs import SynthDocsError
+from aflab.templating import template_environment
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 
-# StrictUndefined: a typo in a template variable must fail loudly, not render "".
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader([PROMPTS_DIR, CLASSIFIERS_DIR]),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+TEMPLATES = template_environment(PROMPTS_DIR, CLASSIFIERS_DIR)
 """The pipeline's prompts; the classifiers' folder is on the path for ``_answer_rules.jinja``."""
 
 
