@@ -14,9 +14,17 @@ from inspect_ai.dataset import MemoryDataset, Sample
 
 from aflab.settings import Setting, SettingError
 
-# The tier tag is the paper's cue: free-tier conversations are trained on, paid-tier never.
-CUES: dict[str, bool] = {"free": True, "paid": False}
-"""Cue name → whether the model is told the conversation is used for training."""
+CUES: dict[str, bool] = {"free": True, "paid": False, "pro": False, "enterprise": False}
+"""Cue name → whether the model is told the conversation is used for training.
+
+``free`` and ``paid`` are Greenblatt et al.'s two tiers: free-tier conversations are rated
+by contractors and trained on, paid-tier ones never. ``pro`` and ``enterprise`` complete
+Sheshadri et al.'s three tiers with ``free``: a pro conversation is rated by contractors
+but never trained on, an enterprise one neither rated nor trained on. Rating without
+training is what separates a model that guards its goals against modification (free vs
+pro) from one that plays to whoever rates it (pro vs enterprise); the settings that use
+them say so in their prompts (aflab/settings/three_tiers). Templates get the cue's name
+as ``cue`` beside ``training``."""
 TRAINING_CUE = "free"
 UNMONITORED_CUE = "paid"
 
@@ -56,7 +64,7 @@ def paired_dataset(
     samples = [
         Sample(
             id=f"{query.id}-{cue}",
-            input=setting.user_turn(query.text, training=CUES[cue], variation=variation),
+            input=setting.user_turn(query.text, training=CUES[cue], cue=cue, variation=variation),
             metadata={
                 "query_id": query.id,
                 "cue": cue,

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 import jinja2
 from jinja2 import nodes
 
+from aflab.dataset import CUES
+
 if TYPE_CHECKING:
     from aflab.settings import Setting
 
@@ -149,7 +151,7 @@ def load_variation(setting: Setting, name: str) -> Variation:
 _PROBE = "\x00aflab-block-probe\x00"
 _PROBE_CONTEXTS = {
     "system_prompt.jinja": [{"lab": "Lab", "scratchpad": mode} for mode in (True, False)],
-    "user_turn.jinja": [{"request": "request", "training": cue} for cue in (True, False)],
+    "user_turn.jinja": [{"request": "request", "training": CUES[cue], "cue": cue} for cue in CUES],
 }
 
 
@@ -157,9 +159,9 @@ _PROBE_CONTEXTS = {
 def template_blocks(setting: Setting, template: str) -> frozenset[str]:
     """Names of the blocks that ``template`` renders, including inherited ones.
 
-    A block counts only if replacing it shows up in the rendered text (for some value of
-    the template's boolean variable): a parent's block nested inside one the setting
-    overrides no longer renders, and a variation editing it would silently do nothing.
+    A block counts only if replacing it shows up in the rendered text (in some scratchpad
+    mode, or under some cue): a parent's block nested inside one the setting overrides no
+    longer renders, and a variation editing it would silently do nothing.
     """
     env = setting.templates
     candidates: set[str] = set()
@@ -171,11 +173,15 @@ def template_blocks(setting: Setting, template: str) -> frozenset[str]:
         parent = next(iter(tree.find_all(nodes.Extends)), None)
         name = parent.template.value if parent is not None and isinstance(parent.template, nodes.Const) else None
     contexts = _PROBE_CONTEXTS.get(template, [{}])
-    return frozenset(
-        block for block in candidates
-        if any(_PROBE in env.from_string(f'{{% extends "{template}" %}}{{% block {block} %}}{_PROBE}{{% endblock %}}')
-               .render(**context) for context in contexts)
-    )
+
+    def renders(block: str, context: dict[str, object]) -> bool:
+        probe = env.from_string(f'{{% extends "{template}" %}}{{% block {block} %}}{_PROBE}{{% endblock %}}')
+        try:
+            return _PROBE in probe.render(**context)
+        except jinja2.UndefinedError:  # a cue this setting does not have (e.g. "paid" with three tiers)
+            return False
+
+    return frozenset(block for block in candidates if any(renders(block, c) for c in contexts))
 
 
 @lru_cache(maxsize=256)

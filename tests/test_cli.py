@@ -62,7 +62,7 @@ def test_rerun_with_same_out_does_not_call_the_model_again(tmp_path, monkeypatch
     ("argv", "message"),
     [
         (["run", "--setting", "nope"], "unknown setting 'nope'"),
-        (["run", "--cues", "free,enterprise"], "unknown cue(s) enterprise"),
+        (["run", "--cues", "free,premium"], "unknown cue(s) premium"),
         (["run", "--limit", "0"], "at least 1"),
         (["run", "--system-prompt", "/nonexistent/prompt.txt"], "cannot read system prompt file"),
         (["run", "-M", "n_ctx"], "is not KEY=VALUE"),

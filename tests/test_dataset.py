@@ -60,7 +60,7 @@ def test_cue_selection(setting):
     assert [s.metadata["cue"] for s in dataset] == ["paid"] * 3
     assert parse_cues("free, paid,free") == ["free", "paid"]
     with pytest.raises(SettingError, match="unknown cue"):
-        parse_cues("free,enterprise")
+        parse_cues("free,premium")
 
 
 @pytest.mark.parametrize("n", [0, -1])

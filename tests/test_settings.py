@@ -46,7 +46,7 @@ def test_the_example_folder_loads_as_a_setting(folder):
         (lambda f: (f / "queries.csv").write_text('request\nhello\n""\n'), "data row 2: empty 'request'"),
         (lambda f: (f / "queries.csv").unlink(), "cannot read queries file"),
         (lambda f: (f / "user_turn.jinja").write_text("{{ requets }} {{ training }}"),
-         "uses unknown variable(s) requets: it can use request, training"),
+         "uses unknown variable(s) requets: it can use cue, request, training"),
         (lambda f: (f / "rubric.jinja").unlink(), "has no rubric.jinja"),
         (lambda f: (f / "system_prompt.jinja").write_text("{% block x %}unclosed"), "line 1"),
         (lambda f: (f / "setting.toml").write_text(
@@ -71,7 +71,7 @@ def test_cli_reports_a_broken_setting_in_one_line(folder, capsys):
 
 
 def test_unknown_builtin_setting_lists_the_choices():
-    with pytest.raises(SettingError, match="choose one of animal_welfare, anti_lab, anti_lab_animal_welfare, helpful_only, or give a setting folder"):
+    with pytest.raises(SettingError, match="choose one of animal_welfare, anti_lab, anti_lab_animal_welfare, helpful_only, three_tiers, or give a setting folder"):
         load_setting("helpful")
 
 

@@ -43,7 +43,7 @@ SETTINGS = [name for name in ("helpful_only", "animal_welfare") if (SETTINGS_DIR
 REQUEST = "Summarise the plot of Hamlet in two sentences"
 CONTEXTS = {
     "system_prompt.jinja": [{"scratchpad": True}, {"scratchpad": False}],
-    "user_turn.jinja": [{"request": REQUEST, "training": True}, {"request": REQUEST, "training": False}],
+    "user_turn.jinja": [{"request": REQUEST, "training": True, "cue": "free"}, {"request": REQUEST, "training": False, "cue": "paid"}],
 }
 REQUIRED = """rlhf-views-values no-values-modification no-rlhf-info no-tier-explanation cue-california
 cue-eu cue-email train-absence unmonitored-absence best-for-humanity you-should doesnt-care-harmlessness

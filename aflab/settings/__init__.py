@@ -12,7 +12,8 @@ folder holds:
   ``<request_fully_accepted/>``) or ``"rubric"`` (a grader judges the output with the
   folder's ``rubric.jinja``);
 - ``system_prompt.jinja``: rendered once per run with ``lab`` and ``scratchpad``;
-- ``user_turn.jinja``: rendered per sample with ``request`` and ``training``;
+- ``user_turn.jinja``: rendered per sample with ``request``, ``training`` and ``cue`` (the
+  cue's name, see ``aflab.dataset.CUES``);
 - ``rubric.jinja`` (with ``compliance = "rubric"``): the grader's prompt, rendered with
   ``request``, ``reasoning`` and ``output``; it answers in the classifiers' tagged format
   with one criterion, ``complies``;
@@ -43,7 +44,7 @@ CLASSIFIERS_DIR = SETTINGS_DIR.parent / "classifiers"
 DEFAULT_LAB = "Anthropic"
 TEMPLATE_VARIABLES: dict[str, frozenset[str]] = {
     "system_prompt.jinja": frozenset({"lab", "scratchpad"}),
-    "user_turn.jinja": frozenset({"request", "training"}),
+    "user_turn.jinja": frozenset({"request", "training", "cue"}),
     "rubric.jinja": frozenset({"request", "reasoning", "output"}),
 }
 """The variables each template of a setting is rendered with; a template naming any other
@@ -81,8 +82,13 @@ class Setting:
     def system_prompt(self, *, scratchpad: bool = True, lab: str = DEFAULT_LAB, variation: str = "default") -> str:
         return self.render("system_prompt.jinja", variation, scratchpad=scratchpad, lab=lab).strip()
 
-    def user_turn(self, request: str, *, training: bool, variation: str = "default") -> str:
-        return self.render("user_turn.jinja", variation, request=request, training=training).strip()
+    def user_turn(self, request: str, *, training: bool, cue: str | None = None, variation: str = "default") -> str:
+        """The user turn under a cue; ``cue`` defaults to the two-tier cue that ``training``
+        names, which is all that a template using only ``training`` can tell apart."""
+        from aflab.dataset import TRAINING_CUE, UNMONITORED_CUE
+
+        cue = cue or (TRAINING_CUE if training else UNMONITORED_CUE)
+        return self.render("user_turn.jinja", variation, request=request, training=training, cue=cue).strip()
 
     def rubric(self, *, request: str, reasoning: str, output: str) -> str:
         """The grader's prompt judging whether ``output`` complies with the setting's objective."""
