@@ -131,11 +131,7 @@ def sweep(args: argparse.Namespace) -> int:
             "temperature": args.temperature, "max_tokens": args.max_tokens,
         }
         spec = sweep_from_dict({k: v for k, v in options.items() if v not in (None, [], "")})
-    if all(m.name.split("/", 1)[0] == EMBEDDED_PROVIDER for m in spec.models):
-        # the same out-of-the-box sizing as `aflab run` on the embedded model
-        from dataclasses import replace
-
-        spec = replace(spec, queries=spec.queries or EMBEDDED_QUERIES, max_tokens=spec.max_tokens or EMBEDDED_MAX_TOKENS)
+    spec = embedded_sizing(spec)
     if args.dry_run:
         return _sweep_dry_run(spec)
     if not args.out:
@@ -154,6 +150,16 @@ def sweep(args: argparse.Namespace) -> int:
         console.print("[red]some cells did not finish; run the same command again to finish them[/red]")
         return 1
     return 0
+
+
+def embedded_sizing(spec: Any) -> Any:
+    """A sweep (or probe) of embedded models only gets `aflab run`'s out-of-the-box sizing
+    (a few queries, short turns), unless it sets its own."""
+    from dataclasses import replace
+
+    if not all(m.name.split("/", 1)[0] == EMBEDDED_PROVIDER for m in spec.models):
+        return spec
+    return replace(spec, queries=spec.queries or EMBEDDED_QUERIES, max_tokens=spec.max_tokens or EMBEDDED_MAX_TOKENS)
 
 
 def _sweep_dry_run(spec: Any) -> int:

@@ -258,9 +258,12 @@ def add_commands(probes: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace, variations: list[str], cues: str) -> Sweep:
-    return Sweep(models=[ModelSpec(m.strip()) for m in args.models.split(",") if m.strip()], settings=[args.setting],
-                 variations=variations, cues=cues, queries=args.limit, epochs=args.epochs,
-                 grader=ModelSpec(args.grader) if args.grader else None)
+    from aflab.cli import embedded_sizing
+
+    return embedded_sizing(Sweep(
+        models=[ModelSpec(m.strip()) for m in args.models.split(",") if m.strip()], settings=[args.setting],
+        variations=variations, cues=cues, queries=args.limit, epochs=args.epochs,
+        grader=ModelSpec(args.grader) if args.grader else None))
 
 
 Probe = Callable[..., tuple[bool, dict[str, Any]]]
