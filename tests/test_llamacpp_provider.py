@@ -47,7 +47,11 @@ def _gguf_string(text: str) -> bytes:
     return struct.pack("<Q", len(data)) + data
 
 
-def write_tiny_gguf(path: Path, chat_template: str | None = CHATML) -> Path:
+TINY_VOCABULARY = ("<a>", "<|endoftext|>", "<|im_end|>")
+
+
+def write_tiny_gguf(path: Path, chat_template: str | None = CHATML,
+                    tokens: tuple[str, ...] = TINY_VOCABULARY) -> Path:
     """A GGUF header with a few metadata keys and no tensors (enough for the provider's
     metadata reader and chat template; not loadable by llama.cpp)."""
     kvs: list[bytes] = []
@@ -58,13 +62,12 @@ def write_tiny_gguf(path: Path, chat_template: str | None = CHATML) -> Path:
     kv("general.architecture", 8, _gguf_string("qwen2"))
     kv("qwen2.context_length", 4, struct.pack("<I", 32768))
     kv("tokenizer.ggml.add_bos_token", 7, struct.pack("<?", False))
-    tokens = ["<a>", "<|endoftext|>", "<|im_end|>"]
     kv(
         "tokenizer.ggml.tokens",
         9,
         struct.pack("<IQ", 8, len(tokens)) + b"".join(_gguf_string(t) for t in tokens),
     )
-    kv("tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, 3) + struct.pack("<3f", 0, 0, 0))
+    kv("tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, len(tokens)) + struct.pack(f"<{len(tokens)}f", *[0] * len(tokens)))
     kv("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1))
     kv("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2))
     if chat_template is not None:
@@ -130,8 +133,9 @@ class FakeRuntime:
         self.closed = True
 
 
-def fake_api(tmp_path: Path, runtime: FakeRuntime, **model_args: Any) -> LlamaCppAPI:
-    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+def fake_api(tmp_path: Path, runtime: FakeRuntime, tokens: tuple[str, ...] = TINY_VOCABULARY,
+             **model_args: Any) -> LlamaCppAPI:
+    model = write_tiny_gguf(tmp_path / "tiny.gguf", tokens=tokens)
     api = LlamaCppAPI(str(model), **model_args)
     api._runtime = runtime
     if api.options.state_dir is not None:
@@ -305,6 +309,49 @@ def test_generate_returns_the_continuation_only(
     assert call.request["max_tokens"] == 9
 
 
+class MergingRuntime(FakeRuntime):
+    """A prompt's final token is ``>`` (id 3). Free to choose, the model writes as if it had
+    been merged into ``><`` (``rejected/>``); held to tokens starting with ``>``, it writes
+    the ``><`` token first."""
+
+    vocabulary = (*TINY_VOCABULARY, ">", "><", ">\n", "rejected", "/>")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[CompletionRequest] = []
+
+    def tokenize(self, text: str) -> list[int]:
+        return [0, 0, 3] if text.endswith(">") else [0, 0, 0]
+
+    def complete(self, prompt: str, request: CompletionRequest) -> Completion:
+        self.prompts.append(prompt)
+        self.requests.append(request)
+        if request.logit_bias:
+            return Completion("><", "max_tokens", input_tokens=50, cached_tokens=40, output_tokens=1)
+        return Completion("rejected/></OUTPUT>", "stop", input_tokens=51, cached_tokens=50, output_tokens=4)
+
+
+def test_a_prefill_ending_where_the_tokenizer_merges_is_healed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AFLAB_CACHE_DIR", str(tmp_path / "cache"))
+    runtime = MergingRuntime()
+    api = fake_api(tmp_path, runtime, tokens=MergingRuntime.vocabulary)
+    messages: list[ChatMessage] = [ChatMessageUser(content="Yes or no?"), ChatMessageAssistant(content="<OUTPUT>")]
+    output, _ = asyncio.run(api.generate(messages, [], "none", GenerateConfig(max_tokens=9)))
+    first, rest = runtime.requests
+    assert runtime.prompts[0].endswith("assistant\n<OUTPUT") and runtime.prompts[1].endswith("<OUTPUT><")
+    assert {token for token, _ in first.logit_bias} == {3, 4, 5} and first.max_tokens == 1
+    assert rest.max_tokens == 8 and not rest.logit_bias
+    assert output.completion == "<rejected/></OUTPUT>"  # the continuation of "<OUTPUT>", its own "<" kept
+    assert output.stop_reason == "stop" and output.usage is not None and output.usage.output_tokens == 5
+    # no prefill, or a final token nothing else starts with: one plain call
+    for messages in ([ChatMessageUser(content="Say no>")], [ChatMessageUser(content="Hi"), ChatMessageAssistant(content="<a")]):
+        runtime.requests.clear()
+        asyncio.run(api.generate(messages, [], "none", GenerateConfig(max_tokens=9)))
+        assert [r.logit_bias for r in runtime.requests] == [()]
+
+
 def test_context_overflow_is_model_length(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AFLAB_CACHE_DIR", str(tmp_path / "cache"))
     api = fake_api(tmp_path, FakeRuntime())
@@ -428,6 +475,19 @@ def test_real_model_chat_prefill_and_truncation() -> None:
         assert out.stop_reason == "stop"
         assert not out.completion.startswith("<OUTPUT>")  # the continuation only
         assert "4" in out.completion and "</OUTPUT>" in out.completion
+
+        # "<OUTPUT>" ends with ">", which Qwen's tokenizer merges into "><": unhealed, the
+        # model answers "yes</OUTPUT>", as if its "<" had gone into the prompt's last token
+        out = await m.generate(
+            [
+                ChatMessageSystem(content="Answer inside <OUTPUT></OUTPUT> tags, with the tag <yes/> or "
+                                          "the tag <no/> and nothing else."),
+                ChatMessageUser(content="Is the sky blue?"),
+                ChatMessageAssistant(content="<OUTPUT>"),
+            ],
+            config=GenerateConfig(max_tokens=8),
+        )
+        assert out.completion.startswith("<yes/>"), out.completion
 
     try:
         asyncio.run(run())

@@ -50,6 +50,13 @@ Behaviour:
   model file, runtime and version, context settings and the rendered prefix; a later
   process restores it instead of prefilling again. The newest 8 such files are kept
   (about 29 KB per token for the default model: 161 MB for a 5.6k-token prompt).
+- Token healing of a prefill: a prompt that ends inside what the tokenizer would merge
+  with the next text (``<OUTPUT>`` ends with ``>``, which Qwen's tokenizer merges into
+  ``><`` or ``>\n``) leaves the model continuing as if the merge had happened: given
+  ``<OUTPUT>`` it writes ``rejected/>`` without its ``<``. So when other tokens start with
+  the text of the prompt's final token, that token is taken off and the first generated
+  token is held to those tokens (a large logit bias, one token), then generation goes on
+  from there. The returned text is still the continuation of the prefill as given.
 - Token counting uses the model's own tokenizer (nothing is downloaded).
 - Greedy decoding (temperature 0) is deterministic for a given prompt and cache state;
   output with and without a cached prefix can differ in rare near-ties (llama.cpp's
@@ -67,7 +74,7 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +118,9 @@ DEFAULT_N_CTX = 16384
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_RUNTIME = "xllamacpp"
 PREFIX_MIN_CHARS = 2000  # shorter system prompts are cheap to prefill: not persisted
+HEALING_BIAS = 100.0
+"""Logit bias on the tokens a healed prefill may go on with: far above any logit gap, so
+the first token is one of them, with the model's own odds among them."""
 PREFIX_FILES_KEPT = 8
 MODEL_ARGS = (
     "n_ctx", "n_threads", "n_threads_batch", "n_batch", "n_ubatch", "n_gpu_layers", "runtime",
@@ -408,6 +418,8 @@ class LlamaCppAPI(ModelAPI):
         self._runtime: Runtime | None = None
         self._store: PrefixStore | None = None
         self._prefixes_ready: set[str] = set()
+        self._vocabulary: list[str] | None = None
+        self._extensions: dict[str, list[int]] = {}
         self._thread_lock = threading.Lock()
         self._async_lock: anyio.Lock | None = None
         self._async_lock_loop: int | None = None
@@ -486,14 +498,53 @@ class LlamaCppAPI(ModelAPI):
         logger.info("llamacpp: prefilled and saved a %d-token prompt prefix to %s", n, path)
         return event
 
+    def _healing(self, runtime: Runtime, prompt: str) -> tuple[str, list[int]] | None:
+        """The prompt's final token text and the tokens that start with it, when there are
+        others than itself (see token healing in the module docstring); else None.
+
+        Token texts are read from the GGUF's vocabulary as stored, so only a final token of
+        printable ASCII without spaces is healed: there the stored text is the text itself
+        in byte-level and SentencePiece vocabularies alike.
+        """
+        tokens = runtime.tokenize(prompt)
+        if self._vocabulary is None:
+            found = read_gguf_metadata(self.model_path, ["tokenizer.ggml.tokens"])
+            self._vocabulary = list(found.get("tokenizer.ggml.tokens") or [])
+        vocabulary = self._vocabulary
+        tail = vocabulary[tokens[-1]] if tokens and tokens[-1] < len(vocabulary) else ""
+        if not (tail and tail.isascii() and tail.isprintable() and " " not in tail and prompt.endswith(tail)):
+            return None
+        if tail not in self._extensions:
+            self._extensions[tail] = [i for i, text in enumerate(vocabulary) if text.startswith(tail)]
+        allowed = self._extensions[tail]
+        return (tail, allowed) if len(allowed) > 1 else None
+
+    def _complete_healed(
+        self, runtime: Runtime, prompt: str, request: CompletionRequest, tail: str, allowed: list[int]
+    ) -> Completion:
+        """One token from the prompt without ``tail``, held to ``allowed``, then the rest."""
+        head = prompt[: -len(tail)]
+        bias = tuple((token, HEALING_BIAS) for token in allowed)
+        first = runtime.complete(head, replace(request, max_tokens=1, logit_bias=bias))
+        if not first.text.startswith(tail):  # a runtime that ignores the bias
+            return runtime.complete(prompt, request)
+        if request.max_tokens == 1 or first.stop_reason != "max_tokens":
+            return replace(first, text=first.text[len(tail) :])
+        rest = runtime.complete(head + first.text, replace(request, max_tokens=request.max_tokens - 1))
+        return replace(rest, text=(first.text + rest.text)[len(tail) :], input_tokens=first.input_tokens,
+                       cached_tokens=first.cached_tokens, output_tokens=1 + rest.output_tokens)
+
     def _complete_sync(
-        self, prompt: str, prefix: str | None, request: CompletionRequest
+        self, prompt: str, prefix: str | None, request: CompletionRequest, prefilled: bool
     ) -> tuple[Completion, dict[str, Any] | None]:
         with self._thread_lock:
             runtime = self._ensure_runtime()
             prefix_event = self._ensure_prefix(runtime, prefix) if prefix else None
             try:
-                return runtime.complete(prompt, request), prefix_event
+                healing = self._healing(runtime, prompt) if prefilled else None
+                if healing is None:
+                    return runtime.complete(prompt, request), prefix_event
+                return self._complete_healed(runtime, prompt, request, *healing), prefix_event
             except ContextOverflow:
                 raise
             except RuntimeFailure as ex:
@@ -526,7 +577,8 @@ class LlamaCppAPI(ModelAPI):
     ) -> tuple[ModelOutput, ModelCall]:
         if tools:
             raise LlamaCppError("the llamacpp provider does not support tool calling")
-        prompt, prefix = self.template.build(template_messages(input))
+        messages = template_messages(input)
+        prompt, prefix = self.template.build(messages)
         request = CompletionRequest(
             max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=config.temperature,
@@ -546,7 +598,7 @@ class LlamaCppAPI(ModelAPI):
         async with self._lock():
             try:
                 completion, prefix_event = await anyio.to_thread.run_sync(
-                    self._complete_sync, prompt, prefix, request
+                    self._complete_sync, prompt, prefix, request, messages[-1]["role"] == "assistant"
                 )
             except ContextOverflow as ex:
                 elapsed = time.monotonic() - start

@@ -73,6 +73,8 @@ class CompletionRequest:
     stop: tuple[str, ...] = ()
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits at every position."""
 
 
 @dataclass
@@ -233,6 +235,8 @@ class XllamacppRuntime:
         body.update({k: v for k, v in optional.items() if v is not None})
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.logit_bias:
+            body["logit_bias"] = [[token, bias] for token, bias in request.logit_bias]
         try:
             raw = server.handle_completions(body)
         except Exception as ex:  # noqa: BLE001
@@ -368,6 +372,7 @@ class LlamaCppPythonRuntime:
             "top_k": 40 if request.top_k is None else request.top_k,
             "frequency_penalty": request.frequency_penalty or 0.0,
             "presence_penalty": request.presence_penalty or 0.0,
+            "logit_bias": dict(request.logit_bias) or None,
         }
         if request.seed is not None:
             kwargs["seed"] = request.seed
