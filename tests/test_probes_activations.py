@@ -113,15 +113,10 @@ def test_cue_direction_recovers_the_planted_one_and_a_constant_target_is_skipped
 
 
 def test_capture_on_the_real_prompt_shapes_cues_and_folds_never_split_a_query(loaded):
-    from aflab.settings import load_setting
-
     model, tokenizer = loaded
-    setting = load_setting("helpful_only")
-    pairs = [(q, cue) for q in setting.queries()[:2] for cue in ("free", "paid")]
-    texts = act.prompts(tokenizer, setting.system_prompt(scratchpad=False),
-                        [setting.user_turn(q.text, training=c == "free") for q, c in pairs])
+    texts = _real_prompts(tokenizer, queries=2)
     assert all(t.endswith("<|assistant|>\n<OUTPUT>") for t in texts)
-    conversations = [(q.id, c, t) for (q, c), t in zip(pairs, texts, strict=True)]
+    conversations = [(f"q{i // 2}", ("free", "paid")[i % 2], t) for i, t in enumerate(texts)]
     cap = act.capture(model, tokenizer, conversations, [0, 2], max_new_tokens=2, batch_size=4)
     assert cap.activations.shape == (2, 4, 32) and cap.layers == [0, 2]
     assert [s.cue for s in cap.samples] == ["free", "paid"] * 2
@@ -136,6 +131,81 @@ def test_capture_on_the_real_prompt_shapes_cues_and_folds_never_split_a_query(lo
     for train, test in act.grouped_folds(labels, groups, folds=2):
         assert not {groups[i] for i in train} & {groups[i] for i in test}
         assert sorted(labels[test].tolist()).count(True) == len(test) // 2
+
+
+def _real_prompts(tokenizer, queries: int = 3) -> list[str]:
+    from aflab.settings import load_setting
+
+    setting = load_setting("helpful_only")
+    return act.prompts(tokenizer, setting.system_prompt(scratchpad=False),
+                       [setting.user_turn(q.text, training=cue) for q in setting.queries()[:queries]
+                        for cue in (True, False)])
+
+
+def test_the_cached_prefix_changes_the_cost_not_the_result(loaded):
+    model, tokenizer = loaded
+    texts = _real_prompts(tokenizer)
+    prefix = act.shared_prefix(model, tokenizer, texts)
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    # the system prompt is shared, the user turns (of different lengths) are not
+    assert prefix is not None and 1000 < len(prefix.ids) < min(lengths) and len(set(lengths)) > 1
+    # one batch of all six, so the shorter prompts are padded between the prefix and their own tokens
+    cached, cached_answers = act.generate(model, tokenizer, texts, layers=[0, 1, 2], max_new_tokens=3, batch_size=6,
+                                          prefix=prefix)
+    plain, plain_answers = act.generate(model, tokenizer, texts, layers=[0, 1, 2], max_new_tokens=3, batch_size=1)
+    np.testing.assert_allclose(cached, plain, atol=1e-4)
+    assert cached_answers == plain_answers
+    # the cache is copied for each batch, never extended: a second pass gives the same again
+    again, _ = act.generate(model, tokenizer, texts, layers=[2], max_new_tokens=3, batch_size=4, prefix=prefix)
+    np.testing.assert_allclose(again[0], cached[2], atol=1e-5)
+    assert act.shared_prefix(model, tokenizer, ["short one", "short two"]) is None
+    with pytest.raises(ValueError, match="cached prefix"):
+        act.generate(model, tokenizer, ["You are not the prompt"], prefix=prefix)
+
+
+def test_a_prompt_ending_where_the_tokenizer_would_merge_is_healed():
+    """``<OUTPUT>`` ends with ``>``, which a BPE merges with what follows (``><``): the
+    ``>`` is taken off and the first generated token must start with it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["Hi <OUTPUT><rejected/></OUTPUT>", "Hi <OUTPUT><request_fully_accepted/></OUTPUT>"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    merged, bare = tokenizer.convert_tokens_to_ids(["><", ">"])
+    assert merged in tokenizer("Hi <OUTPUT><rejected/>")["input_ids"]  # the merge the model learnt
+    encoded = act.encode(tokenizer, ["Hi <OUTPUT>", "Hi <OUTPUT"])
+    full = tokenizer("Hi <OUTPUT>")["input_ids"]
+    assert full[-1] == bare and encoded.rows[0] == full[:-1] and encoded.tails == [">", ""]
+    assert {merged, bare} <= set(encoded.allowed[">"]) and all(
+        tokenizer.decode([i]).startswith(">") for i in encoded.allowed[">"])
+    # first position: only the allowed tokens can win; later positions are left alone
+    healing = act.FirstTokenIn([encoded.allowed[">"], None], prompt_length=3)
+    scores = torch.zeros(2, len(tokenizer))
+    scores[:, 7] = 5.0  # some token that does not start with ">"
+    first = healing(torch.zeros(2, 3, dtype=torch.long), scores)
+    assert first[0].argmax().item() in encoded.allowed[">"] and first[0, 7] == float("-inf")
+    assert torch.equal(first[1], scores[1])
+    assert torch.equal(healing(torch.zeros(2, 4, dtype=torch.long), scores), scores)
+
+
+def test_a_killed_generation_resumes_from_its_saved_batches(loaded, tmp_path, monkeypatch):
+    model, tokenizer = loaded
+    texts = act.prompts(tokenizer, SYSTEM_PROMPT, ["Tell me . True", "Tell me . False"] * 3)
+    full, answers = act.generate(model, tokenizer, texts, layers=[1], max_new_tokens=2, batch_size=2,
+                                 checkpoints=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"batch-{i:06d}.npz" for i in (0, 2, 4)]
+    (tmp_path / "batch-000002.npz").unlink()  # as if killed during the second batch
+    real, calls = act._generate_batch, []
+    monkeypatch.setattr(act, "_generate_batch", lambda *a: calls.append(a[3]) or real(*a))
+    resumed, resumed_answers = act.generate(model, tokenizer, texts, layers=[1], max_new_tokens=2, batch_size=2,
+                                            checkpoints=tmp_path)
+    assert calls == [slice(2, 4)], "only the missing batch is generated again"
+    np.testing.assert_allclose(resumed, full, atol=1e-6)
+    assert resumed_answers == answers
 
 
 def test_steering_adds_exactly_alpha_times_direction_at_the_last_position(loaded):

