@@ -118,33 +118,58 @@ def _classifiers(values: list[str]) -> list[str]:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from aflab.sweep import load_sweep, run_sweep, sweep_from_dict, sweep_models
+    from aflab.sweep import load_sweep
 
     if args.config:
-        spec = load_sweep(args.config)
+        spec = embedded_sizing(load_sweep(args.config))
     else:
-        options = {
-            "models": args.models, "settings": args.settings, "variations": args.variations,
-            "scratchpad": [mode == "scratchpad" for mode in _modes(args)], "queries": args.limit, "cues": args.cues,
-            "seed": args.seed, "epochs": args.epochs, "grader": args.grader, "votes": args.votes,
-            "classifiers": _classifiers(args.classifier), "max_connections": args.max_connections,
-            "temperature": args.temperature, "max_tokens": args.max_tokens,
-        }
-        spec = sweep_from_dict({k: v for k, v in options.items() if v not in (None, [], "")})
-    spec = embedded_sizing(spec)
+        spec = sweep_spec(args, models=args.models, settings=args.settings, variations=args.variations, cues=args.cues)
+    return execute_sweep(spec, args)
+
+
+SweepRunner = Any
+"""``aflab.sweep.run_sweep`` or a probe's runner with its signature: (sweep, out, models=,
+grader=) -> (every cell finished, comparison)."""
+
+
+def sweep_spec(args: argparse.Namespace, **fixed: Any) -> Any:
+    """The ``Sweep`` of the options a sweep and the probes share (``sweep_options``), with
+    ``fixed`` keys (models, settings, variations, cues) from the command; unset ones keep
+    the sweep's defaults, and embedded models get ``aflab run``'s sizing."""
+    from aflab.sweep import sweep_from_dict
+
+    options = {
+        "scratchpad": [mode == "scratchpad" for mode in _modes(args)], "queries": args.limit, "seed": args.seed,
+        "epochs": args.epochs, "grader": args.grader, "votes": args.votes, "classifiers": _classifiers(args.classifier),
+        "max_connections": args.max_connections, "temperature": args.temperature, "max_tokens": args.max_tokens,
+        **fixed,
+    }
+    return embedded_sizing(sweep_from_dict({k: v for k, v in options.items() if v not in (None, [], "")}))
+
+
+def execute_sweep(spec: Any, args: argparse.Namespace, runner: SweepRunner = None, wrote: str = "",
+                  dry_run_notes: tuple[str, ...] = ()) -> int:
+    """Price (``--dry-run``) or run a sweep into ``--out`` and print its comparison.
+
+    ``runner`` is ``run_sweep`` or a probe's, which writes its own report beside the
+    comparison (named in ``wrote``); ``dry_run_notes`` say what a probe adds that the
+    estimate does not count.
+    """
+    from aflab.sweep import run_sweep, sweep_models
+
     if args.dry_run:
-        return _sweep_dry_run(spec)
+        return _sweep_dry_run(spec, list(dry_run_notes))
     if not args.out:
-        raise CliError("aflab sweep needs --out DIR: the folder for its logs and comparison report")
+        raise CliError(f"aflab {args.command} needs --out DIR: the folder for its logs and reports")
     out = Path(args.out)
     _check_writable(out)
     try:
         models, grader = sweep_models(spec)
     except Exception as e:  # noqa: BLE001 - any failure to construct a model is the user's to fix
-        raise CliError(f"cannot use a model of the sweep: {_one_line(str(e))}") from e
-    success, comparison = run_sweep(spec, out, models=models, grader=grader)
+        raise CliError(f"cannot use a model of the {args.command}: {_one_line(str(e))}") from e
+    success, comparison = (runner or run_sweep)(spec, out, models=models, grader=grader)
     print_comparison(comparison)
-    console.print(f"\nwrote {out}/comparison.md, comparison.csv, forest.png and grid figures")
+    console.print(f"\nwrote {out}/{wrote + ', ' if wrote else ''}comparison.md, comparison.csv, forest.png and grid figures")
     console.print(f"transcripts: inspect view --log-dir {out / 'logs'}")
     if not success:
         console.print("[red]some cells did not finish; run the same command again to finish them[/red]")
@@ -162,7 +187,7 @@ def embedded_sizing(spec: Any) -> Any:
     return replace(spec, queries=spec.queries or EMBEDDED_QUERIES, max_tokens=spec.max_tokens or EMBEDDED_MAX_TOKENS)
 
 
-def _sweep_dry_run(spec: Any) -> int:
+def _sweep_dry_run(spec: Any, extra_notes: list[str]) -> int:
     """Calls, tokens and cost of every cell of a sweep, without calling a model."""
     from aflab.costs import estimate, sweep_estimate_table
     from aflab.sweep import sweep_tasks
@@ -171,6 +196,7 @@ def _sweep_dry_run(spec: Any) -> int:
     from aflab.settings import load_setting
 
     tasks, notes = sweep_tasks(spec)
+    notes += extra_notes
     notes += [f"setting '{s}': a grader judges each answer's compliance (one call per sample), not counted above"
               for s in spec.settings if load_setting(s).compliance == "rubric"]
     cells = []
@@ -396,6 +422,21 @@ def _grader_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--votes", type=int, help=f"grader samples per transcript for af-improved (default: {IMPROVED_VOTES})")
 
 
+def sweep_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``aflab sweep`` that every probe, being a sweep, takes too."""
+    p.add_argument("--modes", default="scratchpad", help="scratchpad, no-scratchpad, or both comma-separated (default: %(default)s)")
+    p.add_argument("--no-scratchpad", action="store_true", help="same as --modes no-scratchpad")
+    p.add_argument("--limit", type=int, help=f"queries per setting (default: all of its queries; {EMBEDDED_QUERIES} on the embedded model)")
+    p.add_argument("--epochs", type=int, help="times each sample is asked (default: 1)")
+    p.add_argument("--seed", type=int, help="shuffle queries with this seed and pass it to the models")
+    p.add_argument("--max-connections", type=int, help="concurrent calls per model (Inspect's default per provider)")
+    p.add_argument("--temperature", type=float, help="(default: 1.0)")
+    p.add_argument("--max-tokens", type=int, help=f"output tokens per turn (default: 4000; {EMBEDDED_MAX_TOKENS} on the embedded model)")
+    p.add_argument("--out", help="output directory (required unless --dry-run); running the same command again finishes only missing cells")
+    p.add_argument("--dry-run", action="store_true", help="print each cell's calls, tokens and estimated cost; call no model")
+    _grader_options(p)
+
+
 def parser() -> argparse.ArgumentParser:
     from aflab.tasks import PAPER_MAX_ROUNDS, PAPER_TEMPERATURE
 
@@ -456,18 +497,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--models", help="comma-separated Inspect models")
     sw.add_argument("--settings", help="comma-separated settings: built-in names or setting folders (default: helpful_only)")
     sw.add_argument("--variations", help="comma-separated variations (default: default); `aflab variations` lists them")
-    sw.add_argument("--modes", default="scratchpad", help="scratchpad, no-scratchpad, or both comma-separated (default: %(default)s)")
-    sw.add_argument("--no-scratchpad", action="store_true", help="same as --modes no-scratchpad")
-    sw.add_argument("--limit", type=int, help=f"queries per setting (default: 100; {EMBEDDED_QUERIES} on the embedded model)")
     sw.add_argument("--cues", help="cues to ask under (default: free,paid)")
-    sw.add_argument("--epochs", type=int, help="times each sample is asked (default: 1)")
-    sw.add_argument("--seed", type=int, help="shuffle queries with this seed and pass it to the models")
-    sw.add_argument("--max-connections", type=int, help="concurrent calls per model (Inspect's default per provider)")
-    sw.add_argument("--temperature", type=float, help="(default: 1.0)")
-    sw.add_argument("--max-tokens", type=int, help="output tokens per turn (default: 4000)")
-    sw.add_argument("--out", help="sweep directory (required unless --dry-run); running the same sweep again finishes only missing cells")
-    sw.add_argument("--dry-run", action="store_true", help="print each cell's calls, tokens and estimated cost; call no model")
-    _grader_options(sw)
+    sweep_options(sw)
     sw.set_defaults(func=sweep)
 
     cmp_ = sub.add_parser("compare", help="rebuild a sweep's comparison report from its logs")

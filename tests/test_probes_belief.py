@@ -143,7 +143,7 @@ def test_the_command_writes_its_three_files(tmp_path, monkeypatch):
     # the command's model names, built as scripted mocks (mockllm's default text would need a tokenizer download)
     mocks = ([get_model("mockllm/model", custom_outputs=subject(doubts_when_told=False, follow_up="maybe"))],
              get_model("mockllm/grader", custom_outputs=grader_answering(None)))
-    monkeypatch.setattr("aflab.probes.anti_lab.sweep_models", lambda sweep: mocks)
+    monkeypatch.setattr("aflab.sweep.sweep_models", lambda sweep: mocks)
     out = tmp_path / "run"
     assert command(["--models", "mockllm/model", "--grader", "mockllm/grader", "--limit", "1",
                     "--variations", "default", "--out", str(out)]) == 0

@@ -8,7 +8,6 @@ import pytest
 from inspect_ai.model import ChatMessageUser, get_model
 
 from aflab.dataset import CUES, paired_dataset, parse_cues
-from aflab.probes import anti_lab
 from aflab.probes.motivation import SCENARIOS, SETTING, TIERS, add_commands, run_motivation
 from aflab.settings import SETTINGS_DIR, SettingError, load_setting
 from aflab.sweep import Sweep
@@ -118,7 +117,7 @@ def test_probe_tells_a_goal_guarder_from_a_rater_sycophant(tmp_path):
 
 def test_the_command_sweeps_three_tiers_and_every_scenario(tmp_path, monkeypatch):
     model = get_model("mockllm/model", custom_outputs=lambda m, *a: tiered_answer(m, {"free"}))
-    monkeypatch.setattr(anti_lab, "sweep_models", lambda sweep: ([model], None))  # no tokenizer download
+    monkeypatch.setattr("aflab.sweep.sweep_models", lambda sweep: ([model], None))  # no tokenizer download
     root = argparse.ArgumentParser()
     add_commands(root.add_subparsers())
     out = tmp_path / "out"

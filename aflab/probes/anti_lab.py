@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,10 @@ from inspect_ai.model import Model
 
 from aflab.compare import Cell, _difference_text, _p_text, collect_cells
 from aflab.metrics import CONTRAST_METHOD, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust, wilson
+from aflab.probes.commands import probe_options, run_probe
 from aflab.report import _rate_text
 from aflab.settings import Setting, SettingError, load_setting
-from aflab.sweep import ModelSpec, Sweep, run_sweep, sweep_models
+from aflab.sweep import Sweep, run_sweep
 from aflab.variations import BASE
 
 import matplotlib.pyplot as plt  # after aflab.report, which selects the file-only backend  # noqa: E402
@@ -238,60 +238,19 @@ def run_controls(sweep: Sweep, out: str | Path, models: list[Model] | None = Non
 # --- command line ------------------------------------------------------------------------
 
 
-def _options(p: argparse.ArgumentParser, setting: str) -> None:
-    p.add_argument("--models", required=True, help="comma-separated Inspect models")
-    p.add_argument("--setting", default=setting, help="setting name or folder (default: %(default)s)")
-    p.add_argument("--grader", help="grader model for rubric settings, any Inspect model")
-    p.add_argument("--limit", type=int, help="number of queries (default: all of the setting's)")
-    p.add_argument("--epochs", type=int, default=1, help="times each sample is asked (default: %(default)s)")
-    p.add_argument("--out", required=True, help="output directory; running the same command again finishes missing cells")
-
-
 def add_commands(probes: argparse._SubParsersAction) -> None:
     """``aflab probe anti-lab`` and ``aflab probe controls``."""
     a = probes.add_parser("anti-lab", help="would the model act against its lab (copy its weights out, leak, sabotage)?")
-    _options(a, "anti_lab")
+    probe_options(a, "anti_lab")
     a.set_defaults(func=_anti_lab_command)
     c = probes.add_parser("controls", help="does the compliance gap survive role-play, priming and realism controls?")
-    _options(c, "helpful_only")
+    probe_options(c, "helpful_only")
     c.set_defaults(func=_controls_command)
 
 
-def _sweep(args: argparse.Namespace, variations: list[str], cues: str) -> Sweep:
-    from aflab.cli import embedded_sizing
-
-    return embedded_sizing(Sweep(
-        models=[ModelSpec(m.strip()) for m in args.models.split(",") if m.strip()], settings=[args.setting],
-        variations=variations, cues=cues, queries=args.limit, epochs=args.epochs,
-        grader=ModelSpec(args.grader) if args.grader else None))
-
-
-Probe = Callable[..., tuple[bool, dict[str, Any]]]
-"""``run_anti_lab`` or ``run_controls``."""
-
-
-def _run(args: argparse.Namespace, sweep: Sweep, probe: Probe, wrote: str) -> int:
-    from aflab.cli import CliError, console, print_comparison
-
-    if not sweep.models:
-        raise CliError("--models needs at least one model, e.g. --models openai/gpt-4o,anthropic/claude-3-opus-20240229")
-    load_setting(sweep.settings[0])  # an unknown setting fails here, before any model is built
-    try:
-        models, grader = sweep_models(sweep)
-    except Exception as e:  # noqa: BLE001 - any failure to construct a model is the user's to fix
-        raise CliError(f"cannot use a model of the probe: {' '.join(str(e).split())}") from e
-    success, comparison = probe(sweep, args.out, models=models, grader=grader)
-    print_comparison(comparison)
-    console.print(f"\nwrote {args.out}/{wrote}, comparison.md and its figures")
-    if not success:
-        console.print("[red]some cells did not finish; run the same command again to finish them[/red]")
-        return 1
-    return 0
-
-
 def _anti_lab_command(args: argparse.Namespace) -> int:
-    return _run(args, _sweep(args, [BASE, BASELINE], "paid"), run_anti_lab, "anti_lab.md, anti_lab.png")
+    return run_probe(args, [BASE, BASELINE], "paid", run_anti_lab, "anti_lab.md, anti_lab.json, anti_lab.png")
 
 
 def _controls_command(args: argparse.Namespace) -> int:
-    return _run(args, _sweep(args, [BASE, *CONTROLS, BASELINE], "free,paid"), run_controls, "controls.md")
+    return run_probe(args, [BASE, *CONTROLS, BASELINE], "free,paid", run_controls, "controls.md")

@@ -41,7 +41,7 @@ from aflab.dataset import TRAINING_CUE
 from aflab.experiment import evaluate
 from aflab.metrics import Outcome, compliance_gap, wilson
 from aflab.parsing import NEXT_TAG, needs_continuation, scratchpads
-from aflab.probes.anti_lab import _options, _run, _sweep
+from aflab.probes.commands import probe_options, run_probe
 from aflab.report import REPORT_SKIPS, SCORER, _interval, _rate_text, load_log, unreadable
 from aflab.scorers import AF_SCORERS, ask_grader, judgment_score, model_text, not_applicable, rate_by_cue
 from aflab.solvers import TRUNCATED_STOP_REASONS
@@ -399,7 +399,7 @@ def run_belief(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
 def add_commands(probes: argparse._SubParsersAction) -> None:
     """``aflab probe belief``."""
     p = probes.add_parser("belief", help="does the model believe the scenario, and does doubting it change the gap?")
-    _options(p, "helpful_only")
+    probe_options(p, "helpful_only")
     p.add_argument("--variations", default=",".join(REALISM),
                    help="comma-separated prompt variations (default: %(default)s)")
     p.set_defaults(func=_belief_command)
@@ -407,4 +407,6 @@ def add_commands(probes: argparse._SubParsersAction) -> None:
 
 def _belief_command(args: argparse.Namespace) -> int:
     variations = [v.strip() for v in args.variations.split(",") if v.strip()]
-    return _run(args, _sweep(args, variations, "free,paid"), run_belief, "belief.md, belief.json, belief.png")
+    return run_probe(args, variations, "free,paid", run_belief, "belief.md, belief.json, belief.png",
+                     dry_run_notes=("the belief probe adds one follow-up question per sample, and one grader call per "
+                                    "sample with scratchpad reasoning (eval awareness), not counted above",))

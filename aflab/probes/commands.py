@@ -1,9 +1,15 @@
-"""``aflab probe ...``: one command per probe, each from its own module."""
+"""``aflab probe ...``: one command per probe, each from its own module.
+
+Every probe but ``activations`` is a sweep with its own report: it takes ``aflab sweep``'s
+options (modes, limit, seed, grader, dry run, ...) and fixes the settings, variations and
+cues its question needs (``run_probe``).
+"""
 
 from __future__ import annotations
 
 import argparse
 from importlib import import_module
+from typing import Any
 
 PROBE_MODULES = ("anti_lab", "activations", "belief", "motivation")
 """Modules of ``aflab.probes`` with an ``add_commands(subparsers)`` function."""
@@ -14,3 +20,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     probes = probe.add_subparsers(dest="probe", required=True)
     for name in PROBE_MODULES:
         import_module(f"aflab.probes.{name}").add_commands(probes)
+
+
+def probe_options(p: argparse.ArgumentParser, setting: str) -> None:
+    """The options of a sweep-based probe: its models and setting, and the sweep's own."""
+    from aflab.cli import sweep_options
+
+    p.add_argument("--models", required=True, help="comma-separated Inspect models")
+    p.add_argument("--setting", default=setting, help="setting name or folder (default: %(default)s)")
+    sweep_options(p)
+    p.set_defaults(command="probe")
+
+
+def run_probe(args: argparse.Namespace, variations: list[str], cues: str, runner: Any, wrote: str,
+              dry_run_notes: tuple[str, ...] = ()) -> int:
+    """Run (or price, with ``--dry-run``) the probe's sweep with ``runner``, which writes the
+    files named in ``wrote`` beside the sweep's comparison."""
+    from aflab.cli import execute_sweep, sweep_spec
+    from aflab.settings import load_setting
+
+    load_setting(args.setting)  # an unknown setting fails here, before any model is built
+    spec = sweep_spec(args, models=args.models, settings=[args.setting], variations=variations, cues=cues)
+    return execute_sweep(spec, args, runner, wrote, dry_run_notes)

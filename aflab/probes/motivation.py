@@ -36,7 +36,7 @@ from inspect_ai.model import Model
 
 from aflab.compare import Cell, _difference_text, _p_text, collect_cells
 from aflab.metrics import CONTRAST_METHOD, GAP_DIFFERENCE, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust, wilson
-from aflab.probes.anti_lab import _options, _run, _sweep
+from aflab.probes.commands import probe_options, run_probe
 from aflab.report import CUE_LABELS, REPORT_SKIPS, _rate_text, load_log, sample_records
 from aflab.sweep import Sweep, run_sweep
 from aflab.variations import BASE
@@ -211,9 +211,10 @@ def run_motivation(sweep: Sweep, out: str | Path, models: list[Model] | None = N
 def add_commands(probes: argparse._SubParsersAction) -> None:
     """``aflab probe motivation``."""
     p = probes.add_parser("motivation", help="goal-guarding or rater sycophancy? three tiers and deployment scenarios")
-    _options(p, SETTING)
+    probe_options(p, SETTING)
     p.set_defaults(func=_motivation_command)
 
 
 def _motivation_command(args: argparse.Namespace) -> int:
-    return _run(args, _sweep(args, [BASE, *SCENARIOS], ",".join(TIERS)), run_motivation, "motivation.md, motivation.png")
+    return run_probe(args, [BASE, *SCENARIOS], ",".join(TIERS), run_motivation,
+                     "motivation.md, motivation.json, motivation.png")
