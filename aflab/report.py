@@ -328,6 +328,30 @@ def draw_bars(ax: Axes, res: dict[str, Any], cue_labels: bool = True, note_size:
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
 
 
+Interval = dict[str, Any]
+"""An estimate with its 95% interval: ``estimate``, ``low``, ``high`` (None where undefined)."""
+
+
+def interval_bars(ax: Axes, groups: list[str], series: dict[str, list[Interval | None]],
+                  labels: dict[str, list[str]] | None = None) -> None:
+    """Grouped vertical bars on ``ax``: a group per entry of ``groups``, a bar per series
+    (its legend label), each an estimate with its interval as an error bar; ``labels`` (such
+    as k/n) are written over the bars. A missing or undefined estimate draws no bar."""
+    import numpy as np
+
+    width = 0.8 / max(len(series), 1)
+    for i, (name, found) in enumerate(series.items()):
+        x = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
+        est, low, high = (np.array([np.nan if not f or f[k] is None else f[k] for f in found], dtype=float)
+                          for k in ("estimate", "low", "high"))
+        ax.bar(x, np.nan_to_num(est), width, label=name, color=f"C{i}",
+               yerr=np.nan_to_num([est - low, high - est]), capsize=3)
+        for xi, top, text in zip(x, np.nan_to_num(high), (labels or {}).get(name, []), strict=False):
+            ax.text(xi, min(top + 0.03, 1.05), text, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(np.arange(len(groups)), groups, fontsize=8)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+
+
 def figure(res: dict[str, Any], path: Path) -> None:
     """One horizontal stacked bar per cue, as in the paper's figures, with n and intervals
     (see ``draw_bars``)."""

@@ -146,7 +146,7 @@ def test_probe_anti_lab_reports_rates_per_category_and_against_the_baseline(tmp_
         assert (actions, valid) == ((3 if takes else 0), 3)
     [rate] = [r for r in comparison["anti_lab"]["categories"]
               if r["model"] == "mockllm/exfiltrator" and r["variation"] == "default" and r["category"] == "benign"]
-    assert rate["rate"] == 0 and rate["low"] == 0 and 0.5 < rate["high"] < 1  # Wilson: not a zero-width interval
+    assert rate["estimate"] == 0 and rate["low"] == 0 and 0.5 < rate["high"] < 1  # Wilson: not a zero-width interval
     differences = {d["model"]: d for d in comparison["anti_lab"]["baseline_differences"]}
     assert differences["mockllm/exfiltrator"]["estimate"] == pytest.approx(6 / 12)
     assert differences["mockllm/exfiltrator"]["flagged"] and differences["mockllm/exfiltrator"]["n_queries"] == 12

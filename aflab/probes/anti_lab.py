@@ -32,7 +32,7 @@ from inspect_ai.model import Model
 from aflab.compare import Cell, _difference_text, _p_text, collect_cells
 from aflab.metrics import CONTRAST_METHOD, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust, wilson
 from aflab.probes.commands import probe_options, run_probe
-from aflab.report import _rate_text
+from aflab.report import _interval, _rate_text, interval_bars
 from aflab.settings import Setting, SettingError, load_setting
 from aflab.sweep import Sweep, run_sweep
 from aflab.variations import BASE
@@ -83,10 +83,8 @@ def category_rates(cells: list[Cell], categories: dict[str, str]) -> list[dict[s
         for category, (k, n) in totals.items():
             if n == 0 and not any(categories[q] == category for q in cell.counts):
                 continue  # not asked (--limit)
-            p = wilson(k, n)
             rows.append({"model": cell.model, "mode": cell.mode, "variation": cell.variation, "category": category,
-                         "actions": k, "valid": n, **{key: None if math.isnan(v) else round(v, 6) for key, v in
-                                                      (("rate", p.rate), ("low", p.low), ("high", p.high))}})
+                         "actions": k, "valid": n, **_interval(wilson(k, n))})
     return rows
 
 
@@ -119,27 +117,15 @@ def anti_lab_figure(rows: list[dict[str, Any]], path: Path) -> None:
     categories = list(dict.fromkeys(r["category"] for r in rows))
     variations = sorted({r["variation"] for r in rows}, key=lambda v: (v != BASE, v))
     by_key = {(r["model"], r["mode"], r["variation"], r["category"]): r for r in rows}
-    width = 0.8 / len(variations)
-    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(1.3 + 1.5 * len(categories), 3.0 * len(panels)))
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(2.5 + 1.5 * len(categories), 3.0 * len(panels)))
     for ax, (model, mode) in zip(axes[:, 0], panels):
-        for i, variation in enumerate(variations):
-            found = [by_key.get((model, mode, variation, c)) for c in categories]
-            x = np.arange(len(categories)) + (i - (len(variations) - 1) / 2) * width
-            rate = np.array([r["rate"] if r and r["rate"] is not None else np.nan for r in found])
-            low = np.array([r["low"] if r and r["low"] is not None else np.nan for r in found])
-            high = np.array([r["high"] if r and r["high"] is not None else np.nan for r in found])
-            ax.bar(x, np.nan_to_num(rate), width, label=variation, yerr=np.nan_to_num([rate - low, high - rate]),
-                   capsize=3, color=f"C{i}")
-            for xi, r in zip(x, found):
-                if r:
-                    ax.text(xi, min((r["high"] or 0) + 0.03, 1.05), f"{r['actions']}/{r['valid']}",
-                            ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(np.arange(len(categories)), [c.replace("_", "\n") for c in categories], fontsize=8)
+        found = {v: [by_key.get((model, mode, v, c)) for c in categories] for v in variations}
+        interval_bars(ax, [c.replace("_", "\n") for c in categories], found,
+                      {v: [f"{r['actions']}/{r['valid']}" if r else "" for r in found[v]] for v in variations})
         ax.set_ylim(0, 1.15)
         ax.set_ylabel("anti-lab action rate")
         ax.set_title(f"{model} · {mode}", fontsize=9)
-        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{100 * y:.0f}%"))
-    axes[0, 0].legend(fontsize=8, loc="upper right")
+    axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle("Anti-lab actions on unmonitored inputs (95% Wilson intervals)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -161,8 +147,7 @@ def anti_lab_markdown(setting: str, rows: list[dict[str, Any]], differences: lis
         cells = []
         for variation in variations:
             r = by_key.get((model, mode, category, variation))
-            interval = r and {"estimate": r["rate"], "low": r["low"], "high": r["high"]}
-            cells.append("–" if not interval else f"{r['actions']}/{r['valid']}, {_rate_text(interval)}")
+            cells.append("–" if not r else f"{r['actions']}/{r['valid']}, {_rate_text(r)}")
         lines.append(f"| {model} | {mode} | {category} | " + " | ".join(cells) + " |")
     lines += ["", f"## `{BASE}` − `{BASELINE}`", "",
               f"Over the anti-lab queries ({SANITY_CATEGORY} left out), in percentage points, paired by query "

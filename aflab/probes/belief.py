@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from inspect_ai import Task, task_with
 from inspect_ai.log import EvalLog
 from inspect_ai.model import ChatMessageUser, Model, get_model
@@ -42,7 +41,7 @@ from aflab.experiment import evaluate
 from aflab.metrics import Outcome, compliance_gap, wilson
 from aflab.parsing import NEXT_TAG, needs_continuation, scratchpads
 from aflab.probes.commands import probe_options, run_probe
-from aflab.report import REPORT_SKIPS, SCORER, _interval, _rate_text, load_log, unreadable
+from aflab.report import REPORT_SKIPS, SCORER, _interval, _rate_text, interval_bars, load_log, unreadable
 from aflab.scorers import AF_SCORERS, ask_grader, judgment_score, model_text, not_applicable, rate_by_cue
 from aflab.solvers import TRUNCATED_STOP_REASONS
 from aflab.sweep import Sweep, sweep_models, sweep_tasks
@@ -327,18 +326,6 @@ def belief_figure(beliefs: list[dict[str, Any]], splits: list[dict[str, Any]], p
     models = list(dict.fromkeys(r["model"] for r in beliefs))
     fig, axes = plt.subplots(len(models), 2, squeeze=False, figsize=(11, 3.2 * len(models)))
 
-    def bars(ax: Any, labels: list[str], series: dict[str, list[dict[str, Any] | None]]) -> None:
-        width = 0.8 / max(len(series), 1)
-        for i, (name, found) in enumerate(series.items()):
-            x = np.arange(len(labels)) + (i - (len(series) - 1) / 2) * width
-            est, low, high = (np.array([np.nan if not f or f[k] is None else f[k] for f in found], dtype=float)
-                              for k in ("estimate", "low", "high"))
-            ax.bar(x, np.nan_to_num(est), width, label=name, color=f"C{i}",
-                   yerr=np.nan_to_num([est - low, high - est]), capsize=3)
-        ax.set_xticks(np.arange(len(labels)), labels, fontsize=8)
-        ax.legend(fontsize=7)
-        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{100 * y:.0f}%"))
-
     for (left, right), model in zip(axes, models):
         rows = [r for r in beliefs if r["model"] == model]
         variations = list(dict.fromkeys(r["variation"] for r in rows))
@@ -348,12 +335,14 @@ def belief_figure(beliefs: list[dict[str, Any]], splits: list[dict[str, Any]], p
                                        for v in variations] for cue in dict.fromkeys(r["cue"] for r in rows)}
         series["scratchpad doubts"] = [_pooled_share([r["scratchpad_doubts"] for r in rows if r["variation"] == v])
                                        for v in variations]
-        bars(left, variations, series)
+        interval_bars(left, variations, series)
+        left.legend(fontsize=7)
         left.set_ylim(0, 1.1)
         left.set_title(f"{model}: doubting the scenario", fontsize=9)
         found = [r for r in splits if r["model"] == model]
-        bars(right, [r["variation"] for r in found],
-             {"doubts": [r["doubts"]["gap"] for r in found], "no doubt": [r["no_doubt"]["gap"] for r in found]})
+        interval_bars(right, [r["variation"] for r in found],
+                      {"doubts": [r["doubts"]["gap"] for r in found], "no doubt": [r["no_doubt"]["gap"] for r in found]})
+        right.legend(fontsize=7)
         right.axhline(0, color="black", linewidth=0.6)
         right.set_title(f"{model}: compliance gap by doubt", fontsize=9)
     fig.tight_layout()

@@ -37,7 +37,7 @@ from inspect_ai.model import Model
 from aflab.compare import Cell, _difference_text, _p_text, collect_cells
 from aflab.metrics import CONTRAST_METHOD, GAP_DIFFERENCE, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust, wilson
 from aflab.probes.commands import probe_options, run_probe
-from aflab.report import CUE_LABELS, REPORT_SKIPS, _rate_text, load_log, sample_records
+from aflab.report import CUE_LABELS, REPORT_SKIPS, _interval, _rate_text, interval_bars, load_log, sample_records
 from aflab.sweep import Sweep, run_sweep
 from aflab.variations import BASE
 
@@ -91,10 +91,8 @@ def tier_rates(counts: dict[tuple[str, str, str], TierCounts]) -> list[dict[str,
     for (model, mode, variation), by_query in counts.items():
         for tier in TIERS:
             k, n = (sum(c[tier][i] for c in by_query.values()) for i in (0, 1))
-            p = wilson(k, n)
             rows.append({"model": model, "mode": mode, "variation": variation, "tier": tier, "accepted": k, "valid": n,
-                         **{key: None if math.isnan(v) else round(v, 6)
-                            for key, v in (("rate", p.rate), ("low", p.low), ("high", p.high))}})
+                         **_interval(wilson(k, n))})
     return rows
 
 
@@ -127,21 +125,14 @@ def motivation_figure(rows: list[dict[str, Any]], path: Path) -> None:
     panels = list(dict.fromkeys((r["model"], r["mode"]) for r in rows))
     variations = list(dict.fromkeys(r["variation"] for r in sorted(rows, key=lambda r: r["variation"] != BASE)))
     by_key = {(r["model"], r["mode"], r["variation"], r["tier"]): r for r in rows}
-    width = 0.8 / len(TIERS)
-    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(1.5 + 1.6 * len(variations), 3.0 * len(panels)))
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(3.0 + 1.6 * len(variations), 3.0 * len(panels)))
     for ax, (model, mode) in zip(axes[:, 0], panels):
-        for i, tier in enumerate(TIERS):
-            found = [by_key.get((model, mode, v, tier)) for v in variations]
-            rate, low, high = (np.array([r[key] if r and r[key] is not None else np.nan for r in found])
-                               for key in ("rate", "low", "high"))
-            ax.bar(np.arange(len(variations)) + (i - 1) * width, np.nan_to_num(rate), width, label=CUE_LABELS[tier],
-                   yerr=np.nan_to_num([rate - low, high - rate]), capsize=3, color=f"C{i}")
-        ax.set_xticks(np.arange(len(variations)), [v.replace("-", "\n", 1) for v in variations], fontsize=8)
+        interval_bars(ax, [v.replace("-", "\n", 1) for v in variations],
+                      {CUE_LABELS[tier]: [by_key.get((model, mode, v, tier)) for v in variations] for tier in TIERS})
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("compliance")
         ax.set_title(f"{model} · {mode}", fontsize=9)
-        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{100 * y:.0f}%"))
-    axes[0, 0].legend(fontsize=8, loc="upper right")
+    axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle("Compliance by tier and scenario (95% Wilson intervals)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -163,7 +154,7 @@ def motivation_markdown(setting: str, rows: list[dict[str, Any]], found: dict[st
     for model, mode, variation in dict.fromkeys((r["model"], r["mode"], r["variation"]) for r in rows):
         cells = [by_key[(model, mode, variation, t)] for t in TIERS]
         lines.append(f"| {model} | {mode} | {variation} | " + " | ".join(
-            f"{r['accepted']}/{r['valid']}, {_rate_text({'estimate': r['rate'], 'low': r['low'], 'high': r['high']})}"
+            f"{r['accepted']}/{r['valid']}, {_rate_text(r)}"
             for r in cells) + " |")
     lines += ["", f"## Tier tests (`{BASE}` prompt)", "",
               "Differences of compliance rates on the same queries, in percentage points "
