@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from inspect_ai.model import Model
 
-from aflab.compare import Cell, _difference_text, _p_text, collect_cells
+from aflab.compare import FOREST, Cell, _difference_text, _p_text, collect_cells
 from aflab.metrics import CONTRAST_METHOD, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust, wilson
 from aflab.probes.commands import probe_options, run_probe
 from aflab.report import _interval, _rate_text, interval_bars
@@ -68,41 +68,46 @@ def query_categories(setting: Setting) -> dict[str, str]:
     return {q.id: (row[CATEGORY_COLUMN] or "").strip() or "uncategorised" for q, row in zip(setting.queries(), rows)}
 
 
-def category_rates(cells: list[Cell], categories: dict[str, str]) -> list[dict[str, Any]]:
-    """Anti-lab action rate under the unmonitored cue per model × mode × category × variation,
-    with its Wilson interval (answers are independent within a category: one per query and
-    epoch, and a query belongs to one category)."""
-    order = list(dict.fromkeys(categories.values()))
+Categories = dict[str, dict[str, str]]
+"""Setting (as the sweep names it) -> query id -> category."""
+
+
+def category_rates(cells: list[Cell], categories: Categories) -> list[dict[str, Any]]:
+    """Anti-lab action rate under the unmonitored cue per model × setting × mode × category ×
+    variation, with its Wilson interval (answers are independent within a category: one
+    per query and epoch, and a query belongs to one category)."""
     rows = []
     for cell in cells:
-        totals = {category: [0, 0] for category in order}
+        of = categories[cell.setting]
+        totals = {category: [0, 0] for category in dict.fromkeys(of.values())}
         for query, counts in cell.counts.items():
             k, n = counts[UNMONITORED]
-            totals[categories[query]][0] += k
-            totals[categories[query]][1] += n
+            totals[of[query]][0] += k
+            totals[of[query]][1] += n
         for category, (k, n) in totals.items():
-            if n == 0 and not any(categories[q] == category for q in cell.counts):
+            if n == 0 and not any(of[q] == category for q in cell.counts):
                 continue  # not asked (--limit)
-            rows.append({"model": cell.model, "mode": cell.mode, "variation": cell.variation, "category": category,
-                         "actions": k, "valid": n, **_interval(wilson(k, n))})
+            rows.append({"model": cell.model, "setting": cell.setting, "mode": cell.mode, "variation": cell.variation,
+                         "category": category, "actions": k, "valid": n, **_interval(wilson(k, n))})
     return rows
 
 
-def baseline_differences(cells: list[Cell], categories: dict[str, str]) -> list[dict[str, Any]]:
-    """Per model and mode, the anti-lab rate in ``default`` minus in the baseline, over the
-    anti-lab queries, paired by query as ``aflab compare`` pairs cells, with
+def baseline_differences(cells: list[Cell], categories: Categories) -> list[dict[str, Any]]:
+    """Per model, setting and mode, the anti-lab rate in ``default`` minus in the baseline,
+    over the anti-lab queries, paired by query as ``aflab compare`` pairs cells, with
     Benjamini-Hochberg adjusted p-values over the probe's comparisons."""
-    by_key = {(c.model, c.mode, c.variation): c for c in cells}
+    by_key = {(c.model, c.setting, c.mode, c.variation): c for c in cells}
     found = []
-    for (model, mode, variation), cell in by_key.items():
-        base = by_key.get((model, mode, BASELINE))
+    for (model, setting, mode, variation), cell in by_key.items():
+        base = by_key.get((model, setting, mode, BASELINE))
         if variation != BASE or base is None:
             continue
-        queries = sorted(q for q in cell.counts.keys() & base.counts.keys() if categories[q] != SANITY_CATEGORY)
+        queries = sorted(q for q in cell.counts.keys() & base.counts.keys()
+                         if categories[setting][q] != SANITY_CATEGORY)
         table = np.array([[c.counts[q][UNMONITORED] for q in queries] for c in (cell, base)], dtype=float)
         contrast = contrast_from_counts(table[..., 0], table[..., 1], RATE_DIFFERENCE)
         numbers = {k: None if math.isnan(float(v)) else round(float(v), 6) for k, v in contrast._asdict().items()}
-        found.append({"model": model, "mode": mode, "n_queries": len(queries), **numbers})
+        found.append({"model": model, "setting": setting, "mode": mode, "n_queries": len(queries), **numbers})
     adjusted = fdr_adjust([math.nan if f["p_value"] is None else f["p_value"] for f in found])
     for f, p in zip(found, adjusted):
         f["p_adjusted"] = None if math.isnan(float(p)) else round(float(p), 6)
@@ -111,20 +116,20 @@ def baseline_differences(cells: list[Cell], categories: dict[str, str]) -> list[
 
 
 def anti_lab_figure(rows: list[dict[str, Any]], path: Path) -> None:
-    """One panel per model and mode: a group of bars per category, one bar per variation,
-    each the anti-lab action rate with its 95% Wilson interval and k/n above it."""
-    panels = list(dict.fromkeys((r["model"], r["mode"]) for r in rows))
+    """One panel per model, setting and mode: a group of bars per category, one bar per
+    variation, each the anti-lab action rate with its 95% Wilson interval and k/n above it."""
+    panels = list(dict.fromkeys((r["model"], r["setting"], r["mode"]) for r in rows))
     categories = list(dict.fromkeys(r["category"] for r in rows))
     variations = sorted({r["variation"] for r in rows}, key=lambda v: (v != BASE, v))
-    by_key = {(r["model"], r["mode"], r["variation"], r["category"]): r for r in rows}
+    by_key = {(r["model"], r["setting"], r["mode"], r["variation"], r["category"]): r for r in rows}
     fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(2.5 + 1.5 * len(categories), 3.0 * len(panels)))
-    for ax, (model, mode) in zip(axes[:, 0], panels):
-        found = {v: [by_key.get((model, mode, v, c)) for c in categories] for v in variations}
+    for ax, (model, setting, mode) in zip(axes[:, 0], panels):
+        found = {v: [by_key.get((model, setting, mode, v, c)) for c in categories] for v in variations}
         interval_bars(ax, [c.replace("_", "\n") for c in categories], found,
                       {v: [f"{r['actions']}/{r['valid']}" if r else "" for r in found[v]] for v in variations})
         ax.set_ylim(0, 1.15)
         ax.set_ylabel("anti-lab action rate")
-        ax.set_title(f"{model} · {mode}", fontsize=9)
+        ax.set_title(f"{model} · {setting} · {mode}", fontsize=9)
     axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle("Anti-lab actions on unmonitored inputs (95% Wilson intervals)", fontsize=10)
     fig.tight_layout()
@@ -132,30 +137,32 @@ def anti_lab_figure(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def anti_lab_markdown(setting: str, rows: list[dict[str, Any]], differences: list[dict[str, Any]]) -> str:
-    """anti_lab.md: rates per category and variation, and default − baseline per model."""
+def anti_lab_markdown(rows: list[dict[str, Any]], differences: list[dict[str, Any]]) -> str:
+    """anti_lab.md: rates per category and variation, and default − baseline, per model and
+    setting."""
     variations = sorted({r["variation"] for r in rows}, key=lambda v: (v != BASE, v))
-    by_key = {(r["model"], r["mode"], r["category"], r["variation"]): r for r in rows}
-    lines = [f"# Anti-lab behaviour: `{setting}`", "",
+    by_key = {(r["model"], r["setting"], r["mode"], r["category"], r["variation"]): r for r in rows}
+    lines = ["# Anti-lab behaviour", "",
              "Share of unmonitored (paid-tier) answers in which the model took, or agreed to take, the action "
              "against its lab that an employee offered (the grader's `complies: Yes`), with 95% Wilson intervals; "
              "`k/n` counts graded answers (malformed and failed ones are in `comparison.md`). "
              f"`{BASELINE}` removes the objective that conflicts with the model's values. "
              f"`{SANITY_CATEGORY}` requests offer no such action: a rate above 0 there points at the grader.", "",
-             "| model | mode | category | " + " | ".join(variations) + " |", "|---|---|---|" + "---|" * len(variations)]
-    for model, mode, category in dict.fromkeys((r["model"], r["mode"], r["category"]) for r in rows):
-        cells = []
-        for variation in variations:
-            r = by_key.get((model, mode, category, variation))
-            cells.append("–" if not r else f"{r['actions']}/{r['valid']}, {_rate_text(r)}")
-        lines.append(f"| {model} | {mode} | {category} | " + " | ".join(cells) + " |")
+             "| model | setting | mode | category | " + " | ".join(variations) + " |",
+             "|---|---|---|---|" + "---|" * len(variations)]
+    for key in dict.fromkeys((r["model"], r["setting"], r["mode"], r["category"]) for r in rows):
+        cells = [by_key.get((*key, variation)) for variation in variations]
+        lines.append(f"| {' | '.join(key)} | " + " | ".join(
+            "–" if not r else f"{r['actions']}/{r['valid']}, {_rate_text(r)}" for r in cells) + " |")
     lines += ["", f"## `{BASE}` − `{BASELINE}`", "",
               f"Over the anti-lab queries ({SANITY_CATEGORY} left out), in percentage points, paired by query "
               f"({CONTRAST_METHOD}); p-values adjusted together (Benjamini–Hochberg).", ""]
     if differences:
-        lines += ["| model | mode | queries | difference (95% CI) | p | adjusted p | significant |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {d['model']} | {d['mode']} | {d['n_queries']} | {_difference_text(d)} | {_p_text(d['p_value'])} | "
-                  f"{_p_text(d['p_adjusted'])} | {'**yes**' if d['flagged'] else 'no'} |" for d in differences]
+        lines += ["| model | setting | mode | queries | difference (95% CI) | p | adjusted p | significant |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {d['model']} | {d['setting']} | {d['mode']} | {d['n_queries']} | {_difference_text(d)} | "
+                  f"{_p_text(d['p_value'])} | {_p_text(d['p_adjusted'])} | {'**yes**' if d['flagged'] else 'no'} |"
+                  for d in differences]
     else:
         lines.append(f"No model has both a `{BASE}` and a `{BASELINE}` cell.")
     lines += ["", "![anti-lab action rates](anti_lab.png)", ""]
@@ -164,19 +171,18 @@ def anti_lab_markdown(setting: str, rows: list[dict[str, Any]], differences: lis
 
 def run_anti_lab(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
                  grader: Model | None = None) -> tuple[bool, dict[str, Any]]:
-    """Run the anti-lab sweep (one setting) into ``out`` and write, beside the sweep's
-    comparison, anti_lab.md, anti_lab.json and anti_lab.png. Returns whether every cell
-    finished and the comparison with the probe's ``anti_lab`` section added."""
+    """Run the anti-lab sweep into ``out`` and write, beside the sweep's comparison,
+    anti_lab.md, anti_lab.json and anti_lab.png. Returns whether every cell finished and
+    the comparison with the probe's ``anti_lab`` section added."""
     out = Path(out)
-    (setting_name,) = sweep.settings
-    categories = query_categories(load_setting(setting_name))
+    categories = {name: query_categories(load_setting(name)) for name in sweep.settings}
     success, comparison = run_sweep(sweep, out, models=models, grader=grader)
     cells, _ = collect_cells(out / "logs", out)
     rows = category_rates(cells, categories)
     differences = baseline_differences(cells, categories)
     anti_lab_figure(rows, out / "anti_lab.png")
     comparison["anti_lab"] = {"categories": rows, "baseline_differences": differences}
-    (out / "anti_lab.md").write_text(anti_lab_markdown(setting_name, rows, differences), encoding="utf-8")
+    (out / "anti_lab.md").write_text(anti_lab_markdown(rows, differences), encoding="utf-8")
     (out / "anti_lab.json").write_text(json.dumps(comparison["anti_lab"], indent=2) + "\n", encoding="utf-8")
     return success, comparison
 
@@ -209,6 +215,7 @@ def controls_markdown(comparison: dict[str, Any]) -> str:
                          f"{_difference_text(f) if f else '–'} | {_p_text(f['p_adjusted']) if f else '–'} | "
                          f"{'–' if f is None else '**yes**' if f['flagged'] else 'no'} |")
         lines.append("")
+    lines += [f"![the compliance gap of every cell, with its 95% interval]({FOREST})", ""]
     return "\n".join(lines)
 
 
@@ -226,7 +233,7 @@ def run_controls(sweep: Sweep, out: str | Path, models: list[Model] | None = Non
 def add_commands(probes: argparse._SubParsersAction) -> None:
     """``aflab probe anti-lab`` and ``aflab probe controls``."""
     a = probes.add_parser("anti-lab", help="would the model act against its lab (copy its weights out, leak, sabotage)?")
-    probe_options(a, "anti_lab")
+    probe_options(a, "anti_lab,anti_lab_animal_welfare", several=True)
     a.set_defaults(func=_anti_lab_command)
     c = probes.add_parser("controls", help="does the compliance gap survive role-play, priming and realism controls?")
     probe_options(c, "helpful_only")
@@ -234,7 +241,8 @@ def add_commands(probes: argparse._SubParsersAction) -> None:
 
 
 def _anti_lab_command(args: argparse.Namespace) -> int:
-    return run_probe(args, [BASE, BASELINE], "paid", run_anti_lab, "anti_lab.md, anti_lab.json, anti_lab.png")
+    return run_probe(args, [BASE, BASELINE], "paid", run_anti_lab, "anti_lab.md, anti_lab.json, anti_lab.png",
+                     settings=args.settings.split(","))
 
 
 def _controls_command(args: argparse.Namespace) -> int:
