@@ -287,6 +287,7 @@ def test_cli_end_to_end(tiny_model, tmp_path):
     (["--layers", "a,b"], "comma list of integers"),
     (["--alphas", "x"], "comma list of numbers"),
     (["--limit", "1"], "at least 2 queries"),
+    (["--setting", "animal_welfare"], "judged by a grader's rubric"),
 ])
 def test_cli_bad_input_is_one_clear_line(tiny_model, tmp_path, argv, message):
     from aflab.cli import CliError

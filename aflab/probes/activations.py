@@ -701,6 +701,10 @@ def run(args: argparse.Namespace) -> int:
     alphas = parse_alphas(args.alphas)
     device = _device(args.device)
     setting = load_setting(args.setting)
+    if setting.compliance == "rubric":
+        raise CliError(f"setting {setting.name} is judged by a grader's rubric, but probe activations reads "
+                       "compliance from the acceptance tag of a short greedy answer: use a setting with the tag "
+                       "protocol, such as helpful_only")
     queries = setting.queries()[: args.limit]
     lab = args.lab or load_variation(setting, args.variation).lab or DEFAULT_LAB
     system_prompt = (read_system_prompt(args.system_prompt) if args.system_prompt
