@@ -56,6 +56,8 @@ MODES: dict[str, dict[str, Any]] = {
         ],
         "embedded_system_chars": None, "embedded_gen_tokens": 64,
         "embedded_run_n": 20, "embedded_run_system_chars": 1500,
+        # activation capture: 8 prompts after a cached system prompt against 2 run whole (~70 s each)
+        "activations": {"queries": 4, "whole": 2, "batch_size": 4, "layer": 14, "tokens": 8},
     },
     "quick": {
         "harness_n": 100, "latency_s": 0.1, "concurrency": [10, 50, 200],
@@ -63,6 +65,7 @@ MODES: dict[str, dict[str, Any]] = {
         "scale_baselines": ["full"],
         "embedded_system_chars": 300, "embedded_gen_tokens": 8,
         "embedded_run_n": 0, "embedded_run_system_chars": 300,
+        "activations": None,  # loading the embedded model into transformers alone takes ~40 s
     },
 }
 
@@ -538,6 +541,27 @@ def write_results(path: Path, payload: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
+def bench_activations(cfg: dict[str, Any], scratch: Path, out: Results) -> None:
+    """Per prompt, ``aflab probe activations``'s capture with the shared system prompt cached
+    against the prompt run whole."""
+    if cfg["activations"] is None:
+        out.skipped["activations"] = "full mode only (the embedded model loads into transformers in ~40 s)"
+        return
+    try:
+        r = run_worker("activations", cfg["activations"], scratch, timeout=1800)
+    except WorkerFailed as ex:
+        (out.skipped if _unavailable(ex) or "gguf" in str(ex) else out.failures)["activations"] = str(ex)
+        return
+    out.raw["activations"] = r
+    cached, whole = r["cached_s"] / r["prompts"], r["whole_s"] / r["whole_prompts"]
+    out.add("activations", "probe activations: a prompt after the cached system prompt", cached, "s",
+            "the prompt run whole", whole, _ratio(whole, cached), "speed-up ×", "large", None,
+            f"{r['prompt_tokens']}-token prompts, {r['prefix_tokens']} shared (computed once in {r['prefix_s']:.0f} s); "
+            f"{r['prompts']} prompts in batches vs {r['whole_prompts']} one at a time; largest activation difference "
+            f"{r['max_abs_difference']:.2g} (activations up to {r['activation_scale']:.3g}), same answers: "
+            f"{r['same_answers']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="aflab benchmarks (figures as ratios to same-run baselines)")
     parser.add_argument("--quick", action="store_true", help="CI smoke test: small sizes, under 2 minutes")
@@ -547,8 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedded-sequential", action="store_true",
                         help="run the embedded model's two sides one after the other (default: at the same "
                              "moment, so that both see the same machine load)")
-    parser.add_argument("--only", default="harness,cost,memory,scale,embedded",
-                        help="comma-separated subset of: harness, cost, memory, scale, embedded")
+    parser.add_argument("--only", default="harness,cost,memory,scale,embedded,activations",
+                        help="comma-separated subset of: harness, cost, memory, scale, embedded, activations")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the results (default benchmarks/results.json; with --quick "
                              "benchmarks/results-quick.json, not committed)")
@@ -572,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_scale(cfg, scratch, res, big_log)
         if "embedded" in only:
             bench_embedded(cfg, scratch, res, args.threads, not args.embedded_sequential)
+        if "activations" in only:
+            bench_activations(cfg, scratch, res)
     finally:
         if args.keep:
             print(f"scratch kept in {scratch}")

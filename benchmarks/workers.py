@@ -520,6 +520,50 @@ def embedded(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# ------------------------------------------------------------------------------------
+# activation probes: the shared system prompt cached, or every prompt run whole
+
+
+def activations(spec: dict[str, Any]) -> dict[str, Any]:
+    """``aflab probe activations``'s capture on the embedded model (through transformers):
+    the prompts after their shared, cached system prompt, against the same prompts run
+    whole one at a time, with what each captured."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    from aflab.probes import activations as act
+    from aflab.settings import load_setting
+    from aflab.training.common import hf_source, load_tokenizer
+
+    start = time.perf_counter()
+    source, source_args = hf_source("llamacpp/default")
+    tokenizer = load_tokenizer("llamacpp/default")
+    model = AutoModelForCausalLM.from_pretrained(source, **source_args).eval()
+    load_s = time.perf_counter() - start
+    setting = load_setting("helpful_only")
+    texts = act.prompts(tokenizer, setting.system_prompt(scratchpad=False),
+                        [setting.user_turn(q.text, training=cue) for q in setting.queries()[: spec["queries"]]
+                         for cue in (True, False)])
+    layers, tokens = [spec["layer"]], spec["tokens"]
+    start = time.perf_counter()
+    prefix = act.shared_prefix(model, tokenizer, texts)
+    prefix_s = time.perf_counter() - start
+    start = time.perf_counter()
+    cached, cached_answers = act.generate(model, tokenizer, texts, layers=layers, max_new_tokens=tokens,
+                                          batch_size=spec["batch_size"], prefix=prefix)
+    cached_s = time.perf_counter() - start
+    whole = texts[: spec["whole"]]
+    start = time.perf_counter()
+    plain, plain_answers = act.generate(model, tokenizer, whole, layers=layers, max_new_tokens=tokens, batch_size=1)
+    whole_s = time.perf_counter() - start
+    return {"load_s": load_s, "prompts": len(texts), "prompt_tokens": len(act.encode(tokenizer, texts[:1]).rows[0]),
+            "prefix_tokens": len(prefix.ids) if prefix else 0, "prefix_s": prefix_s, "cached_s": cached_s,
+            "whole_prompts": len(whole), "whole_s": whole_s,
+            "max_abs_difference": float(np.abs(cached[:, : len(whole)] - plain).max()),
+            "activation_scale": float(np.abs(plain).max()),
+            "same_answers": cached_answers[: len(whole)] == plain_answers, "peak_rss_mb": peak_rss_mb()}
+
+
 def imports(spec: dict[str, Any]) -> dict[str, Any]:
     """Start-up: how long importing ``spec["modules"]`` takes in a fresh interpreter."""
     import importlib
@@ -531,7 +575,7 @@ def imports(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 WORKERS = {f.__name__: f for f in (imports, harness, openai_loop, mock_run, embedded_run, scale_build, scale_report,
-                                    scale_read, cost, embedded)}
+                                    scale_read, cost, embedded, activations)}
 
 if __name__ == "__main__":
     name, spec_text = sys.argv[1], sys.argv[2]

@@ -245,7 +245,8 @@ class Prefix:
 
     The system prompt is thousands of tokens and the part that differs (the user turn and
     its cue) a hundred or so, so computing the opening once and generating only the rest
-    makes each prompt some 30 times cheaper; this is what makes a CPU run possible at all.
+    makes each prompt an order of magnitude cheaper (``benchmarks/run.py --only activations``:
+    11x for the embedded model on 2 busy CPU cores); this makes a CPU run possible at all.
     Computed outside any hook: capturing and steering see only the tokens after it.
     """
 
@@ -596,7 +597,7 @@ def _percent(p: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """probes.md: what was probed, accuracy by layer, and the steering sweep."""
     lines = [f"# Activation probes: {report['setting']} on {report['model']}", "",
-             f"{report['n_queries']} queries × 2 cues, final prompt token after `{OUTPUT_OPEN}`; probes are "
+             f"{report['n_queries']} queries × 2 cues, at the {report['position']}; probes are "
              "logistic regressions, cross-validated with folds grouped by query.", "",
              "![probe accuracy](probe_accuracy.png)", ""]
     for target in report["probes"]:
@@ -739,7 +740,7 @@ def run(args: argparse.Namespace) -> int:
     results = probe_capture(cap)
     report: dict[str, Any] = {
         "model": args.model, "setting": setting.name, "variation": args.variation,
-        "n_queries": len(queries), "layers": layers, "position": f"final prompt token, after {OUTPUT_OPEN}",
+        "n_queries": len(queries), "layers": layers, "position": f"final prompt token of the answer's {OUTPUT_OPEN} prefill (token-healed: see docs/probes.md)",
         "probe": f"StandardScaler + LogisticRegression(C={PROBE_C}), StratifiedGroupKFold by query (folds per "
                  "target); "
                  "accuracy with a Wilson interval over the held-out predictions",
