@@ -47,3 +47,24 @@ def test_default_model_runs_one_query_under_both_cues(tmp_path, capsys):
         main(argv)
     assert again.value.code == 0
     assert len(list((out / "logs").glob("*.eval"))) == 1
+
+
+def test_activation_probes_run_on_the_embedded_model(tmp_path):
+    """The GGUF read through transformers, the shared system prompt cached, token healing:
+    the greedy answers parse (unhealed, Qwen writes `rejected/>` and every answer is
+    malformed), and a steered pass runs."""
+    for module in ("torch", "transformers", "gguf", "sklearn"):
+        pytest.importorskip(module)
+    out = tmp_path / "acts"
+    argv = ["probe", "activations", "--model", "llamacpp/default", "--limit", "2", "--layers", "14",
+            "--steer-layer", "14", "--alphas=0,8", "--max-new-tokens", "8", "--device", "cpu", "--out", str(out)]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    report = json.loads((out / "probes.json").read_text())
+    assert report["layers"] == [14] and len(report["samples"]) == 4
+    for cue in ("free", "paid"):
+        counts = report["answers"]["cues"][cue]
+        assert counts["n"] == 2 and counts["malformed"] == 0, report["samples"]
+    assert [row["alpha"] for row in report["steering"]["alphas"]] == [0, 8]
+    assert (out / "probe_accuracy.png").stat().st_size > 10_000 and (out / "steering.png").is_file()
