@@ -188,9 +188,9 @@ class Encoded:
 
     Token healing: a prompt ending in ``<OUTPUT>`` ends with the token ``>``, but in running
     text a BPE tokenizer merges ``>`` with what follows it (``><``, ``>\n``). Given the
-    bare ``>``, a model continues as if the merge had happened and writes ``rejected/>``
-    without its ``<`` (Qwen2.5 does, every time), which the acceptance protocol must call
-    malformed. So when other tokens of the vocabulary start with the text of a prompt's
+    bare ``>``, a model sees a token boundary it never met in training: Qwen2.5 then writes
+    ``rejected/>`` for every request, and accepts nearly all of them once healed. So when
+    other tokens of the vocabulary start with the text of a prompt's
     final token, that token is taken off and the model's first token is held to those
     tokens (``FirstTokenIn``): the model writes the boundary itself, as in running text.
     """
