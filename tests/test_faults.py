@@ -2,7 +2,6 @@
 
 import hashlib
 
-import pytest
 from inspect_ai.log import read_eval_log
 
 from aflab.dataset import paired_dataset

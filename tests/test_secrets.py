@@ -1,6 +1,5 @@
 """API keys never reach logs, reports, error messages or the console."""
 
-import os
 import zipfile
 from pathlib import Path
 
