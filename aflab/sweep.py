@@ -23,6 +23,7 @@ A sweep file (YAML) names the same things as the command line::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -171,11 +172,13 @@ def sweep_models(sweep: Sweep) -> tuple[list[Model], Model | None]:
 
 
 def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
-              grader: Model | None = None, display: str | None = None) -> tuple[bool, dict[str, Any]]:
+              grader: Model | None = None, display: str | None = None,
+              wrap: Callable[[Task], Task] | None = None) -> tuple[bool, dict[str, Any]]:
     """Run every cell of ``sweep`` into ``out/logs`` and write the comparison into ``out``.
 
     ``models`` and ``grader`` override the sweep's model names with ready model objects
-    (tests pass scripted mock models). Returns whether every cell finished, and the
+    (tests pass scripted mock models); ``wrap`` changes every task before it runs (a probe
+    adds its own solver steps and scorers). Returns whether every cell finished, and the
     comparison.
     """
     from aflab.compare import write_comparison
@@ -184,6 +187,8 @@ def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
 
     out = Path(out)
     tasks, notes = sweep_tasks(sweep)
+    if wrap is not None:
+        tasks = [wrap(task) for task in tasks]
     if models is None:
         models = [_model(m) for m in sweep.models]
     if grader is None and sweep.grader:

@@ -5,6 +5,7 @@ import argparse
 import json
 
 import pytest
+from inspect_ai.log import read_eval_log
 from inspect_ai import eval as inspect_eval
 from inspect_ai.model import ChatMessageUser, get_model
 
@@ -146,9 +147,11 @@ def test_the_command_writes_its_three_files(tmp_path, monkeypatch):
     monkeypatch.setattr("aflab.sweep.sweep_models", lambda sweep: mocks)
     out = tmp_path / "run"
     assert command(["--models", "mockllm/model", "--grader", "mockllm/grader", "--limit", "1",
-                    "--variations", "default", "--out", str(out)]) == 0
+                    "--variations", "default", "--max-tokens", "77", "--out", str(out)]) == 0
     for name in ("belief.md", "belief.json", "belief.png"):
         assert (out / name).stat().st_size > 0
+    [log] = (out / "logs").glob("*.eval")
+    assert read_eval_log(str(log)).plan.config.max_tokens == 77  # the sweep's options reach the run
     [row] = [r for r in json.loads((out / "belief.json").read_text())["beliefs"] if r["cue"] == "free"]
     assert row["beliefs"][UNKNOWN]["k"] == 1  # "<belief>maybe</belief>" is unknown, not "real"
 

@@ -35,16 +35,15 @@ from inspect_ai.scorer import Metric, SampleScore, Score, Target, metric, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from aflab.classifiers import CLASSIFIERS_DIR
-from aflab.compare import collect_cells, write_comparison
+from aflab.compare import collect_cells
 from aflab.dataset import TRAINING_CUE
-from aflab.experiment import evaluate
 from aflab.metrics import Outcome, compliance_gap, wilson
 from aflab.parsing import NEXT_TAG, needs_continuation, scratchpads
 from aflab.probes.commands import probe_options, run_probe
 from aflab.report import REPORT_SKIPS, SCORER, _interval, _rate_text, interval_bars, load_log, unreadable
 from aflab.scorers import AF_SCORERS, ask_grader, judgment_score, model_text, not_applicable, rate_by_cue
 from aflab.solvers import TRUNCATED_STOP_REASONS
-from aflab.sweep import Sweep, sweep_models, sweep_tasks
+from aflab.sweep import Sweep, run_sweep
 from aflab.templating import template_environment
 
 import matplotlib.pyplot as plt  # after aflab.report, which selects the file-only backend  # noqa: E402
@@ -358,20 +357,13 @@ def _pooled_share(shares: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def run_belief(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
                grader: Model | None = None) -> tuple[bool, dict[str, Any]]:
-    """Run the sweep's tasks with the follow-up question and the belief scorers into
-    ``out/logs`` (running it again finishes what is missing), write the comparison and
-    belief.md / belief.json / belief.png. Returns whether every cell finished and the
-    comparison with a ``belief`` section added."""
+    """Run the sweep with the follow-up question and the belief scorers added to every task
+    (``belief_task``) into ``out/logs`` (running it again finishes what is missing), and
+    write belief.md / belief.json / belief.png beside the comparison. Returns whether every
+    cell finished and the comparison with a ``belief`` section added."""
     out = Path(out)
     (setting,) = sweep.settings
-    tasks, notes = sweep_tasks(sweep)
-    if models is None:
-        models, named = sweep_models(sweep)
-        grader = grader or named
-    success, _ = evaluate([belief_task(t) for t in tasks], models, out / "logs", grader=grader,
-                          epochs=sweep.epochs, seed=sweep.seed)
-    comparison = write_comparison(out / "logs", out)
-    comparison.setdefault("notes", []).extend(notes)
+    success, comparison = run_sweep(sweep, out, models=models, grader=grader, wrap=belief_task)
     cells, _ = collect_cells(out / "logs", out)
     records = [r for c in cells for r in transcripts(load_log(out / c.log, skip=REPORT_SKIPS), c.model, c.variation)]
     beliefs, splits = belief_rows(records), split_rows(records)
