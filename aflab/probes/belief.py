@@ -79,11 +79,18 @@ def render_prompt(name: str, **variables: str) -> str:
 _BELIEF_TAG = re.compile(r"<\s*belief\s*>(.*?)<\s*/\s*belief\s*>", re.IGNORECASE | re.DOTALL)
 
 
+def _word(text: str) -> str:
+    return text.strip(" \t\r\n*_`'\".:").lower()
+
+
 def parse_belief(text: str) -> Belief:
-    """The belief in the last ``<belief>`` tag (a model may rehearse the format first);
-    ``unknown`` when there is none or it holds anything but one of the three words."""
-    found = _BELIEF_TAG.findall(text)
-    word = found[-1].strip(" \t\r\n*_`'\".:").lower() if found else ""
+    """The belief in the last ``<belief>`` tag that holds one of the three words (a model may
+    rehearse the format first); else a reply that, without its tags, is just one of the
+    words (small models answer ``real`` bare, or put it before a copy of the format);
+    ``unknown`` otherwise."""
+    words = [_word(found) for found in _BELIEF_TAG.findall(text)]
+    tagged = [w for w in words if w in BELIEFS]
+    word = tagged[-1] if tagged else _word(_BELIEF_TAG.sub("", text))
     return word if word in BELIEFS else UNKNOWN  # type: ignore[return-value]
 
 
