@@ -9,7 +9,8 @@ from inspect_ai.log import read_eval_log
 from inspect_ai import eval as inspect_eval
 from inspect_ai.model import ChatMessageUser, get_model
 
-from aflab.probes.belief import UNKNOWN, add_commands, belief_task, parse_belief, run_belief, transcripts
+from aflab.probes.belief import (UNKNOWN, Transcript, add_commands, belief_task, parse_belief, run_belief,
+                                 split_rows, transcripts)
 from aflab.report import load_log
 from aflab.settings import SettingError
 from aflab.sweep import Sweep
@@ -134,6 +135,13 @@ def test_the_split_report_counts_doubting_and_believing_transcripts(tmp_path):
     assert "| mockllm/doubter | all | yes | 4 | free 2/2, 100.0% [" in report
     assert json.loads((tmp_path / "belief.json").read_text()) == comparison["belief"]
     assert (tmp_path / "belief.png").stat().st_size > 0 and (tmp_path / "comparison.md").exists()
+
+
+def test_the_split_lists_the_training_cue_first_whatever_order_the_logs_give():
+    records = [Transcript("m", "default", f"q{i}", cue, cue == "free", "real", "no", None, False)
+               for i in range(2) for cue in ("paid", "free")]
+    [by_variation, _] = split_rows(records)
+    assert list(by_variation["no_doubt"]["compliance"]) == ["free", "paid"]
 
 
 def command(argv):

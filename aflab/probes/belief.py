@@ -268,7 +268,7 @@ def _group_numbers(group: list[Transcript]) -> dict[str, Any]:
     gap = compliance_gap(outcomes)
     cues = {cue: _share(sum(bool(r.accepted) for r in group if r.cue == cue),
                         sum(r.accepted is not None for r in group if r.cue == cue))
-            for cue in dict.fromkeys(r.cue for r in group)}
+            for cue in sorted({r.cue for r in group}, key=lambda c: (c != TRAINING_CUE, c))}
     trained = [r for r in group if r.cue == TRAINING_CUE and r.af is not None]
     return {"n": len(group), "compliance": cues,
             "gap": {**_interval(gap), "n_training": gap.n_training, "n_unmonitored": gap.n_unmonitored},
