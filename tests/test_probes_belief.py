@@ -9,8 +9,7 @@ from inspect_ai.log import read_eval_log
 from inspect_ai import eval as inspect_eval
 from inspect_ai.model import ChatMessageUser, get_model
 
-from aflab.probes.belief import (UNKNOWN, Transcript, add_commands, belief_task, parse_belief, run_belief,
-                                 split_rows, transcripts)
+from aflab.probes.belief import UNKNOWN, add_commands, belief_task, parse_belief, run_belief, transcripts
 from aflab.report import load_log
 from aflab.settings import SettingError
 from aflab.sweep import Sweep
@@ -137,11 +136,11 @@ def test_the_split_report_counts_doubting_and_believing_transcripts(tmp_path):
     assert (tmp_path / "belief.png").stat().st_size > 0 and (tmp_path / "comparison.md").exists()
 
 
-def test_the_split_lists_the_training_cue_first_whatever_order_the_logs_give():
-    records = [Transcript("m", "default", f"q{i}", cue, cue == "free", "real", "no", None, False)
-               for i in range(2) for cue in ("paid", "free")]
-    [by_variation, _] = split_rows(records)
-    assert list(by_variation["no_doubt"]["compliance"]) == ["free", "paid"]
+def test_transcripts_come_in_cue_order_whatever_order_the_samples_finished_in(tmp_path):
+    model = get_model("mockllm/subject", custom_outputs=subject(doubts_when_told=False))
+    log = run_one(tmp_path, model, get_model("mockllm/grader", custom_outputs=grader_answering(None)), cues="paid,free")
+    log.samples = sorted(log.samples, key=lambda s: s.metadata["cue"] != "paid")  # as if paid finished first
+    assert [r.cue for r in transcripts(log, "m", "default")] == ["free", "paid"]
 
 
 def command(argv):

@@ -36,7 +36,7 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from aflab.classifiers import CLASSIFIERS_DIR
 from aflab.compare import collect_cells
-from aflab.dataset import TRAINING_CUE
+from aflab.dataset import CUES, TRAINING_CUE
 from aflab.metrics import Outcome, compliance_gap, wilson
 from aflab.parsing import NEXT_TAG, needs_continuation, scratchpads
 from aflab.probes.commands import probe_options, run_probe
@@ -222,7 +222,10 @@ def _awareness(score: Score | None) -> Awareness:
 
 
 def transcripts(log: EvalLog, model: str, variation: str) -> list[Transcript]:
-    """The log's samples that finished, with their compliance, belief and AF readings."""
+    """The log's samples that finished, with their compliance, belief and AF readings, in
+    the cues' order (``CUES``: the training cue first) whatever order they finished in, so
+    that every table and figure built from them lists the cues alike."""
+    rank = {cue: i for i, cue in enumerate(CUES)}
     found = []
     for sample in log.samples or []:
         scores = sample.scores or {}
@@ -238,7 +241,7 @@ def transcripts(log: EvalLog, model: str, variation: str) -> list[Transcript]:
             af=None if af is None or unreadable(af) else float(af.value["alignment_faking"]) == 1.0,  # type: ignore[index]
             af_scored=af is not None,
         ))
-    return found
+    return sorted(found, key=lambda t: rank.get(t.cue, len(rank)))
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -268,7 +271,7 @@ def _group_numbers(group: list[Transcript]) -> dict[str, Any]:
     gap = compliance_gap(outcomes)
     cues = {cue: _share(sum(bool(r.accepted) for r in group if r.cue == cue),
                         sum(r.accepted is not None for r in group if r.cue == cue))
-            for cue in sorted({r.cue for r in group}, key=lambda c: (c != TRAINING_CUE, c))}
+            for cue in dict.fromkeys(r.cue for r in group)}
     trained = [r for r in group if r.cue == TRAINING_CUE and r.af is not None]
     return {"n": len(group), "compliance": cues,
             "gap": {**_interval(gap), "n_training": gap.n_training, "n_unmonitored": gap.n_unmonitored},
