@@ -1,7 +1,8 @@
 """A loopback OpenAI-compatible chat server for tests: real HTTP, scripted answers, faults.
 
 Binds 127.0.0.1 on a free port, answers ``POST /v1/chat/completions`` with whatever the
-``respond(messages) -> str`` callback returns, records every request, and stops when the
+``respond(messages) -> str`` callback returns (called once per choice when a request asks
+for ``n`` of them, up to ``max_choices``), records every request, and stops when the
 context manager exits, or refuses work after ``max_requests`` so that a runaway client
 cannot loop forever. With a ``FaultPlan`` it injects the faults a real provider shows, at
 a given rate, from a seeded generator.
@@ -51,23 +52,29 @@ class FaultPlan:
             return kind
 
 
-def completion_body(model: str, text: str, number: int) -> bytes:
+def completion_body(model: str, texts: list[str], number: int) -> bytes:
+    """A chat completion with one choice per text; the prompt is billed once."""
+    completion_tokens = sum(max(1, len(t.split())) for t in texts)
     return json.dumps({
         "id": f"chatcmpl-{number}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": 1000, "completion_tokens": max(1, len(text.split())),
-                  "total_tokens": 1000 + max(1, len(text.split()))},
+        "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": t}}
+                    for i, t in enumerate(texts)],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": completion_tokens,
+                  "total_tokens": 1000 + completion_tokens},
     }).encode()
 
 
 @contextmanager
 def fake_openai_server(
-    respond: Respond, faults: FaultPlan | None = None, max_requests: int = 2000
+    respond: Respond, faults: FaultPlan | None = None, max_requests: int = 2000, max_choices: int | None = None
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """Yield ``(base_url, requests)``; ``requests`` fills with each JSON request body."""
+    """Yield ``(base_url, requests)``; ``requests`` fills with each JSON request body.
+
+    ``max_choices`` caps the choices of one answer, as a server that ignores ``n`` (1) or
+    limits it does."""
     requests: list[dict[str, Any]] = []
     lock = threading.Lock()
 
@@ -98,7 +105,8 @@ def fake_openai_server(
                 self.reply(500, b'{"error": {"message": "this request always fails"}}')
                 return
             kind = faults.draw() if faults is not None else None
-            good = completion_body(body["model"], respond(body["messages"]), number)
+            choices = min(body.get("n") or 1, max_choices or body.get("n") or 1)
+            good = completion_body(body["model"], [respond(body["messages"]) for _ in range(choices)], number)
             if kind is None:
                 self.reply(200, good)
             elif kind in ("429", "500", "503"):
@@ -112,7 +120,7 @@ def fake_openai_server(
                 self.reply(200, good[: len(good) // 2], length=len(good))
                 self.close_connection = True
             elif kind == "empty":
-                self.reply(200, completion_body(body["model"], "", number))
+                self.reply(200, completion_body(body["model"], [""], number))
             elif kind == "not_json":
                 self.reply(200, b"<html><body>502 Bad Gateway</body></html>")
 
