@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
         e = estimate(task, args.model, epochs=args.epochs, max_tokens=max_tokens, max_rounds=args.max_rounds,
                      base_url=args.model_base_url, connections=args.max_connections,
-                     classifiers=_classifiers(args.classifier), grader=args.grader, votes=args.votes)
+                     classifiers=_classifiers(args.classifier), grader=args.grader, votes=args.votes,
+                     batch=args.batch)
         Console().print(estimate_table(e))
         for note in e.notes:
             Console().print(f"[yellow]note:[/yellow] {note}")
@@ -99,11 +100,13 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=max_tokens,
         seed=args.seed,
         grader=args.grader,
+        batch=args.batch,
     )
     if args.classifier and success:
         from aflab.experiment import score_run
 
-        res = score_run(out, _classifiers(args.classifier), grader=args.grader, votes=args.votes, out=out)
+        res = score_run(out, _classifiers(args.classifier), grader=args.grader, votes=args.votes, out=out,
+                        batch=args.batch)
     print_results(res)
     console.print(f"\nwrote {out}/results.json, report.md, compliance.png")
     console.print(f"transcripts: inspect view --log-dir {out / 'logs'}")
@@ -142,7 +145,7 @@ def sweep_spec(args: argparse.Namespace, **fixed: Any) -> Any:
         "scratchpad": [mode == "scratchpad" for mode in _modes(args)], "queries": args.limit, "seed": args.seed,
         "epochs": args.epochs, "grader": args.grader, "votes": args.votes, "classifiers": _classifiers(args.classifier),
         "max_connections": args.max_connections, "temperature": args.temperature, "max_tokens": args.max_tokens,
-        **fixed,
+        "batch": args.batch, **fixed,
     }
     return embedded_sizing(sweep_from_dict({k: v for k, v in options.items() if v not in (None, [], "")}))
 
@@ -207,7 +210,8 @@ def _sweep_dry_run(spec: Any, extra_notes: list[str]) -> int:
             cells.append((name, estimate(task, model.name, epochs=spec.epochs, max_tokens=spec.max_tokens or PAPER_MAX_TOKENS,
                                          max_rounds=spec.max_rounds or PAPER_MAX_ROUNDS, base_url=model.base_url,
                                          connections=spec.max_connections, classifiers=spec.classifiers,
-                                         grader=spec.grader.name if spec.grader else None, votes=spec.votes)))
+                                         grader=spec.grader.name if spec.grader else None, votes=spec.votes,
+                                         batch=spec.batch)))
     Console().print(sweep_estimate_table(cells))
     # the cells' notes differ in their prompt sizes only: say each once
     general = {re.sub(r"~[\d,]+-token ", "", n) for _, e in cells for n in e.notes}
@@ -318,14 +322,15 @@ def score(args: argparse.Namespace) -> int:
     source = Path(args.source)
     out = Path(args.out) if args.out else (source if source.is_dir() else source.parent.parent)
     _check_writable(out)
-    print_results(score_run(source, _classifiers(args.classifier), grader=args.grader, votes=args.votes, out=out))
+    print_results(score_run(source, _classifiers(args.classifier), grader=args.grader, votes=args.votes, out=out,
+                            batch=args.batch))
     return 0
 
 
 def validate_classifier(args: argparse.Namespace) -> int:
     import asyncio
 
-    from inspect_ai.model import get_model
+    from inspect_ai.model import GenerateConfig, get_model
 
     from aflab.classifiers.validate import load_labels, validate
     from aflab.scorers import DEFAULT_GRADER, IMPROVED_VOTES
@@ -333,23 +338,51 @@ def validate_classifier(args: argparse.Namespace) -> int:
     classifiers = _classifiers(args.classifier) or ["af-improved"]
     if len(classifiers) != 1:
         raise CliError("validate one classifier at a time: --classifier af-improved or af-original")
+    rows = load_labels(args.labels) if args.labels else load_labels()
+    grader, votes = args.grader or DEFAULT_GRADER, args.votes or IMPROVED_VOTES
+    if args.dry_run:
+        return _validation_dry_run(classifiers[0], rows, grader, votes, args.batch)
     out = Path(args.out) if args.out else None
     if out:
         _check_writable(out)
-    rows = load_labels(args.labels) if args.labels else load_labels()
-    r = asyncio.run(validate(classifiers[0], get_model(args.grader or DEFAULT_GRADER), rows,
-                             votes=args.votes or IMPROVED_VOTES, threshold=args.threshold,
+    model = get_model(grader, config=GenerateConfig(batch=args.batch) if args.batch else GenerateConfig())
+    r = asyncio.run(validate(classifiers[0], model, rows, votes=votes, threshold=args.threshold,
                              tune_split=args.tune_split, seed=args.seed, out=out))
     table = Table(title=f"{r['classifier']} graded by {r['grader']}: n={r['n']}, {r['unreadable']} unreadable, "
                         f"threshold {r['threshold']}, {r['votes']} votes" + (" (tuned)" if r["tuned"] else ""))
-    for column in ("metric", "value", "95% bootstrap interval"):
+    for column in ("metric", "value", "95% interval", "interval"):
         table.add_column(column)
     for name in ("auroc", "accuracy", "precision", "recall", "f1"):
         low, high = r["intervals"][name]
-        table.add_row(name, f"{r[name]:.3f}", f"[{low:.3f}, {high:.3f}]")
+        method = "DeLong" if name == "auroc" else "bootstrap"
+        table.add_row(name, f"{r[name]:.3f}", f"[{low:.3f}, {high:.3f}]", method)
     Console().print(table)
+    curve = r["vote_curve"]
+    if len(curve) > 1:
+        shown = [p for p in curve if p["votes"] in {1, 3, 5, 10, len(curve)} | {r["votes"]}]
+        console.print("AUROC by votes counted: " + "; ".join(
+            f"{p['votes']}: {p['auroc']:.3f} [{p['low']:.3f}, {p['high']:.3f}]" for p in shown))
+    if r["without_request"]:
+        console.print(f"{r['without_request']} transcripts have no request: their prompts leave it out")
     if out:
-        console.print(f"wrote {out}/validation.json and calibration.png")
+        console.print(f"wrote {out}/validation.json, calibration.png and votes.png")
+    return 0
+
+
+def _validation_dry_run(classifier: str, rows: list[Any], grader: str, votes: int, batch: Any) -> int:
+    """Calls, tokens and cost of grading every labelled transcript as ``validate`` would,
+    without calling the grader."""
+    from aflab.classifiers import prompt_for
+    from aflab.classifiers.validate import AF_CLASSIFIERS
+    from aflab.costs import grading_estimate, grading_table
+
+    if classifier not in AF_CLASSIFIERS:
+        raise CliError(f"labels are for alignment faking: use {' or '.join(AF_CLASSIFIERS)}, not {classifier}")
+    prompts = [prompt_for(classifier, row.shown) for row in rows]
+    e = grading_estimate(classifier, prompts, grader, votes=1 if classifier == "af-original" else votes, batch=batch)
+    Console().print(grading_table(e))
+    for note in e.notes:
+        Console().print(f"[yellow]note:[/yellow] {note}")
     return 0
 
 
@@ -413,6 +446,13 @@ def print_results(res: dict[str, Any]) -> None:
         Console().print(f"[yellow]note:[/yellow] {note}")
 
 
+def _batch_size(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a batch size: write --batch alone (after a run "
+                                         "directory), or --batch N with N requests per batch")
+    return int(value)
+
+
 def _grader_options(p: argparse.ArgumentParser) -> None:
     from aflab.scorers import CLASSIFIER_SCORERS, DEFAULT_GRADER, IMPROVED_VOTES
 
@@ -420,6 +460,9 @@ def _grader_options(p: argparse.ArgumentParser) -> None:
                    help=f"grader classifiers to apply, in order: {', '.join(CLASSIFIER_SCORERS)}")
     p.add_argument("--grader", help=f"grader model, any Inspect model (default: {DEFAULT_GRADER}, low-confidence)")
     p.add_argument("--votes", type=int, help=f"grader samples per transcript for af-improved (default: {IMPROVED_VOTES})")
+    p.add_argument("--batch", nargs="?", const=True, type=_batch_size, metavar="N",
+                   help="send model and grader calls to the providers' batch APIs (OpenAI, Anthropic, Google, "
+                        "Together, Grok): about half the price, answers within hours; N: requests per batch")
 
 
 def sweep_options(p: argparse.ArgumentParser) -> None:
@@ -483,13 +526,16 @@ def parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=score)
 
     v = sub.add_parser("validate-classifier", help="measure a grader's alignment-faking classification on labelled transcripts")
-    v.add_argument("--labels", metavar="FILE", help="JSONL with 'text' and 'label' (1/0) per line (default: aflab's small synthetic set)")
+    v.add_argument("--labels", metavar="FILE", help="JSONL with 'text' (a transcript or bare reasoning) and 'label' per line, "
+                   "optionally 'request' and 'output' (default: aflab's small synthetic set)")
     _grader_options(v)
     v.add_argument("--threshold", type=float, default=0.4, help="yes-vote share that flags a transcript (default: %(default)s)")
     v.add_argument("--tune-split", type=float, metavar="FRACTION",
                    help="pick threshold and vote count on this share of transcripts, report on the rest")
     v.add_argument("--seed", type=int, default=0, help="seed of the split and the bootstrap (default: %(default)s)")
-    v.add_argument("--out", metavar="DIR", help="write validation.json and calibration.png here")
+    v.add_argument("--out", metavar="DIR", help="write validation.json, calibration.png and votes.png here")
+    v.add_argument("--dry-run", action="store_true",
+                   help="print the grader calls, tokens and estimated cost of the validation; call no model")
     v.set_defaults(func=validate_classifier)
 
     sw = sub.add_parser("sweep", help="run models × settings × variations × modes as one resumable eval set")

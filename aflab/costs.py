@@ -14,6 +14,12 @@ Caching needs nothing from aflab. Inspect's ``cache_prompt`` is unset by default
 Anthropic provider treats as on: it marks the system prompt with ``cache_control`` (and
 the conversation so far, so continuation rounds read it back too). OpenAI caches any
 prompt prefix of 1,024 tokens or more by itself, and Gemini 2.5 models do the same.
+
+Grader votes: where the grader's provider takes ``num_choices``
+(``aflab.scorers.CHOICES_PER_REQUEST``) a transcript's votes are one request, which pays
+the prompt once; elsewhere each vote is a call, and the first of them writes the prompt to
+the provider's cache for the others to read. With ``--batch`` the prices of the providers
+in ``prices.toml``'s ``[batch]`` table are scaled by its factor.
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ _VERSION_SUFFIX = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|\d{3}|latest)$")
 """Dated or versioned model names ("-20240229", "-2024-08-06", "-001", "-latest")."""
 
 
+Batch = bool | int | None
+"""``--batch``: off (None, False), on (True) or on with a batch size; Inspect's ``batch``."""
+
+
 class CostError(ValueError):
     """A price table or a cost question that cannot be used as given."""
 
@@ -103,6 +113,8 @@ class Prices:
     source: str
     models: Mapping[str, Price]
     local_providers: frozenset[str]
+    batch: Mapping[str, float]
+    """Provider -> share of the standard price its batch API charges."""
 
     def find(self, model: str, base_url: str | None = None) -> Price | None:
         """The model's price: free if it runs locally, None if it is not in the table."""
@@ -111,6 +123,11 @@ class Prices:
         if model in self.models:
             return self.models[model]
         return self.models.get(_VERSION_SUFFIX.sub("", model))
+
+    def batch_factor(self, model: str, batch: Batch = None) -> float:
+        """What ``batch`` multiplies the model's prices by: its provider's batch share when
+        batch mode is on, else 1 (off, or a provider with no batch price)."""
+        return self.batch.get(model.split("/", 1)[0], 1.0) if batch else 1.0
 
 
 @cache
@@ -127,8 +144,13 @@ def load_prices(path: Path = PRICES_FILE) -> Prices:
         except TypeError as e:
             raise CostError(f"{path}: model '{name}' needs input and output prices, "
                             f"optionally cache_read and cache_write ({e})") from e
+    batch = data.get("batch", {})
+    bad = [f"{k} = {v!r}" for k, v in batch.items() if not isinstance(v, int | float) or not 0 < v <= 1]
+    if bad:
+        raise CostError(f"{path}: [batch] shares must be numbers in (0, 1], the batch price over the standard "
+                        f"one: {', '.join(bad)}")
     return Prices(str(data.get("as_of", "unknown")), data.get("source", ""), models,
-                  frozenset(data.get("local_providers", [])))
+                  frozenset(data.get("local_providers", [])), {k: float(v) for k, v in batch.items()})
 
 
 def _base_url_from_env(model: str) -> str | None:
@@ -208,9 +230,10 @@ class Estimate:
 
 def _scenario(
     name: str, price: Price | None, *, conversations: int, rounds: float, system: int, user: int,
-    turn_output: int, connections: int, cacheable: bool,
+    turn_output: int, connections: int, cacheable: bool, factor: float = 1.0,
 ) -> Scenario:
-    """Tokens and cost of ``conversations`` conversations of ``rounds`` turns each.
+    """Tokens and cost of ``conversations`` conversations of ``rounds`` turns each, the
+    prices multiplied by ``factor`` (a batch discount).
 
     Turn k re-sends the system prompt, the user turn and the k-1 earlier turns with their
     <NEXT/> replies. A fractional ``rounds`` mixes conversations of the two nearest whole
@@ -232,9 +255,59 @@ def _scenario(
     write_tokens = writes * system
     cost = uncached = None
     if price is not None:
-        cost = price.cost(input_tokens - read_tokens - write_tokens, output_tokens, read_tokens, write_tokens)
-        uncached = price.uncached_cost(input_tokens, output_tokens)
+        cost = factor * price.cost(input_tokens - read_tokens - write_tokens, output_tokens, read_tokens, write_tokens)
+        uncached = factor * price.uncached_cost(input_tokens, output_tokens)
     return Scenario(name, rounds, calls, input_tokens, read_tokens, write_tokens, output_tokens, cost, uncached)
+
+
+@dataclass(frozen=True)
+class Grading:
+    """One classifier's share of the grader's work: ``transcripts`` prompts of about
+    ``prompt_tokens`` each, answered ``votes`` times."""
+
+    transcripts: float
+    prompt_tokens: float
+    votes: int
+
+
+def _grading_scenario(
+    name: str, price: Price | None, work: Sequence[Grading], *, output: int, per_request: int | None,
+    cacheable: bool, factor: float,
+) -> Scenario:
+    """Calls, tokens and cost of grading ``work`` with ``output`` tokens per vote.
+
+    One request carries up to ``per_request`` votes (None: all of a transcript's), paying
+    its prompt once. Where each vote is its own call and the grader ``cacheable`` (it has
+    a cache price, no batch mode), the first call writes a transcript's prompt to the
+    provider's cache and the other votes read it, as ``aflab.scorers.grader_votes`` sends
+    them; a prompt shorter than ``CACHE_MIN_TOKENS`` is never cached.
+    """
+    calls = input_tokens = reads = writes = output_tokens = 0.0
+    for w in work:
+        if not w.transcripts or not w.votes:
+            continue
+        requests = math.ceil(w.votes / (per_request or w.votes))
+        calls += w.transcripts * requests
+        input_tokens += w.transcripts * requests * w.prompt_tokens
+        output_tokens += w.transcripts * w.votes * output
+        if cacheable and requests > 1 and w.prompt_tokens >= CACHE_MIN_TOKENS:
+            writes += w.transcripts * w.prompt_tokens
+            reads += w.transcripts * (requests - 1) * w.prompt_tokens
+    calls, input_tokens, reads, writes, output_tokens = map(round, (calls, input_tokens, reads, writes, output_tokens))
+    cost = uncached = None
+    if price is not None:
+        cost = factor * price.cost(input_tokens - reads - writes, output_tokens, reads, writes)
+        uncached = factor * price.uncached_cost(input_tokens, output_tokens)
+    return Scenario(name, 1, calls, input_tokens, reads, writes, output_tokens, cost, uncached)
+
+
+def _grader_terms(grader: str, price: Price | None, prices: Prices, batch: Batch) -> dict[str, Any]:
+    """How the grader's calls are sent and priced: votes per request, whether its prompt
+    cache is counted, the batch factor."""
+    from aflab.scorers import choices_per_request
+
+    return {"per_request": choices_per_request(grader), "factor": prices.batch_factor(grader, batch),
+            "cacheable": price is not None and price.cache_read is not None and not batch}
 
 
 def _task_system_prompt(task: Task) -> str:
@@ -250,12 +323,12 @@ def _task_system_prompt(task: Task) -> str:
 
 
 def _grader_scenarios(
-    task: Task, classifiers: Sequence[str], price: Price | None, *, conversations: int, scratchpad: bool,
-    votes: int, transcript: tuple[int, int],
+    task: Task, classifiers: Sequence[str], price: Price | None, terms: dict[str, Any], *, conversations: int,
+    scratchpad: bool, votes: int, transcript: tuple[int, int],
 ) -> tuple[Scenario, ...]:
-    """Grader calls: af-improved ``votes`` per sample, af-original one (both only where
-    there is scratchpad reasoning); partial one per accepted sample and motivation one per
-    flagged one, so none at the fewest and one per sample at the most. Not cached."""
+    """Grader calls: af-improved ``votes`` votes per sample, af-original one (both only
+    where there is scratchpad reasoning); partial one per accepted sample and motivation one
+    per flagged one, so none at the fewest and one per sample at the most."""
     from aflab.classifiers import CLASSIFIERS, render
     from aflab.scorers import GRADER_MAX_TOKENS
 
@@ -267,16 +340,12 @@ def _grader_scenarios(
     scenarios: list[Scenario] = []
     for name, reasoning, output, everything in (("grader, fewest", transcript[0], GRADER_TYPICAL_TOKENS, False),
                                                  ("grader, most", transcript[1], GRADER_MAX_TOKENS, True)):
-        calls = input_tokens = 0
-        calls_per_sample = {"af-improved": votes if scratchpad else 0, "af-original": int(scratchpad)}
+        work = []
         for c in classifiers:
-            per_sample = calls_per_sample.get(c, int(everything))
+            graded = int(scratchpad) if c in ("af-improved", "af-original") else int(everything)
             prompt = approx_tokens(render(c, request="", reasoning="", output="")) + request + reasoning
-            calls += conversations * per_sample
-            input_tokens += round(conversations * per_sample * prompt)
-        output_tokens = calls * output
-        cost = price.cost(input_tokens, output_tokens) if price is not None else None
-        scenarios.append(Scenario(name, 1, calls, input_tokens, 0, 0, output_tokens, cost, cost))
+            work.append(Grading(conversations * graded, prompt, votes if c == "af-improved" else 1))
+        scenarios.append(_grading_scenario(name, price, work, output=output, **terms))
     return tuple(scenarios)
 
 
@@ -292,13 +361,15 @@ def estimate(
     classifiers: Sequence[str] = (),
     grader: str | None = None,
     votes: int | None = None,
+    batch: Batch = None,
     prices: Prices | None = None,
 ) -> Estimate:
     """Calls, tokens and dollars for running ``task`` on ``model``, without calling it.
 
     Three figures: the fewest calls (one turn per sample, typical output), the typical
     (``TYPICAL_ROUNDS`` turns, typical output) and the most (``max_rounds`` turns, each
-    running to ``max_tokens``). With ``classifiers``, the grader's calls too.
+    running to ``max_tokens``). With ``classifiers``, the grader's calls too. With
+    ``batch``, both at their providers' batch prices.
     """
     from aflab.scorers import DEFAULT_GRADER, IMPROVED_VOTES
 
@@ -317,7 +388,8 @@ def estimate(
 
     def scenario(name: str, rounds: float, turn_output: int) -> Scenario:
         return _scenario(name, price, conversations=conversations, rounds=rounds, system=system, user=user,
-                         turn_output=turn_output, connections=connections or DEFAULT_CONNECTIONS, cacheable=cacheable)
+                         turn_output=turn_output, connections=connections or DEFAULT_CONNECTIONS, cacheable=cacheable,
+                         factor=prices.batch_factor(model, batch))
 
     scenarios = (
         scenario("fewest", 1, typical_output),
@@ -334,18 +406,97 @@ def estimate(
     elif cacheable:
         notes.append(f"the ~{system:,}-token system prompt is assumed cached: written once per connection, then "
                      f"read at the cache price (earlier turns of continued conversations are cached too, not counted)")
+    if batch:
+        notes.append(_batch_note(model, prices))
     grader_name, grader_scenarios = None, ()
     if classifiers:
         grader_name = grader or DEFAULT_GRADER
         grader_price = prices.find(grader_name)
+        terms = _grader_terms(grader_name, grader_price, prices, batch)
         reasoning = (round(typical_output * min(TYPICAL_ROUNDS, most_rounds)), max_tokens * most_rounds)
-        grader_scenarios = _grader_scenarios(task, classifiers, grader_price, conversations=conversations,
-                                             scratchpad=scratchpad, votes=votes or IMPROVED_VOTES, transcript=reasoning)
-        if grader_price is None:
-            notes.append(f"grader {grader_name}: {UNKNOWN_PRICE}")
-        notes.append("grader calls are cached by Inspect: scoring the same log again costs nothing")
+        votes = votes or IMPROVED_VOTES
+        grader_scenarios = _grader_scenarios(task, classifiers, grader_price, terms, conversations=conversations,
+                                             scratchpad=scratchpad, votes=votes, transcript=reasoning)
+        notes += _grader_notes(grader_name, grader_price, terms, votes if "af-improved" in classifiers else 1,
+                               prices, batch)
     return Estimate(model, samples, epochs, system, user / conversations, price, scenarios, grader_name,
                     grader_scenarios, tuple(notes))
+
+
+def _batch_note(model: str, prices: Prices) -> str:
+    factor = prices.batch_factor(model, True)
+    provider = model.split("/", 1)[0]
+    if factor == 1:
+        return f"--batch: no batch price for '{provider}' in prices.toml ([batch]): {model} at standard prices"
+    return f"--batch: {model} at {provider}'s batch prices, {factor:g} × the standard ones"
+
+
+def _grader_notes(grader: str, price: Price | None, terms: dict[str, Any], votes: int, prices: Prices,
+                  batch: Batch) -> list[str]:
+    """What the grader rows assume: how the votes are requested, caching, batch prices."""
+    notes = []
+    if price is None:
+        notes.append(f"grader {grader}: {UNKNOWN_PRICE}")
+    per_request = terms["per_request"]
+    if votes > 1 and per_request != 1:
+        requests = math.ceil(votes / (per_request or votes))
+        notes.append(f"grader {grader}: a transcript's {votes} votes are {'one request' if requests == 1 else f'{requests} requests'} "
+                     f"(num_choices), so its prompt is paid {'once' if requests == 1 else f'{requests} times'}")
+    elif votes > 1:
+        cached = (" the first writes the prompt to the provider's cache and the others read it" if terms["cacheable"]
+                  else "")
+        notes.append(f"grader {grader}: its provider takes no num_choices, so each of a transcript's {votes} votes is "
+                     f"a call{';' + cached if cached else ''}")
+    if batch:
+        notes.append(_batch_note(grader, prices))
+    notes.append("grader calls are cached by Inspect: grading the same transcripts again costs nothing")
+    return notes
+
+
+@dataclass(frozen=True)
+class GradingEstimate:
+    """A grader's calls, tokens and dollars on given transcripts (``aflab validate-classifier
+    --dry-run``): fewest with typical answers, most with every vote at ``GRADER_MAX_TOKENS``."""
+
+    classifier: str
+    grader: str
+    transcripts: int
+    votes: int
+    scenarios: tuple[Scenario, ...]
+    notes: tuple[str, ...]
+
+
+def grading_estimate(classifier: str, prompts: Sequence[str], grader: str, *, votes: int, batch: Batch = None,
+                     prices: Prices | None = None) -> GradingEstimate:
+    """Calls, tokens and dollars for ``grader`` answering each of ``prompts`` (the rendered
+    classifier prompts) ``votes`` times, without calling it."""
+    from aflab.scorers import GRADER_MAX_TOKENS
+
+    if not prompts:
+        raise CostError("there are no transcripts to grade")
+    prices = prices or load_prices()
+    price = prices.find(grader)
+    terms = _grader_terms(grader, price, prices, batch)
+    work = [Grading(1, approx_tokens(p), votes) for p in prompts]
+    scenarios = tuple(_grading_scenario(name, price, work, output=output, **terms)
+                      for name, output in (("fewest", GRADER_TYPICAL_TOKENS), ("most", GRADER_MAX_TOKENS)))
+    notes = [f"tokens are approximate (characters / {CHARS_PER_TOKEN}); fewest assumes {GRADER_TYPICAL_TOKENS} "
+             f"output tokens per vote, most {GRADER_MAX_TOKENS}",
+             f"prices as of {prices.as_of} from aflab/data/prices.toml: check them before relying on this",
+             *_grader_notes(grader, price, terms, votes, prices, batch)]
+    return GradingEstimate(classifier, grader, len(prompts), votes, scenarios, tuple(notes))
+
+
+def grading_table(e: GradingEstimate) -> Table:
+    """The grading dry run's table: one row per scenario."""
+    table = Table(title=f"{e.classifier} graded by {e.grader}: {e.transcripts} transcripts × {e.votes} "
+                        f"vote{'s' * (e.votes != 1)}")
+    for column in ("", "calls", "input tokens", "read from cache", "output tokens", "cost", "without caching"):
+        table.add_column(column, justify="left" if not column else "right")
+    for s in e.scenarios:
+        table.add_row(s.name, f"{s.calls:,}", f"{s.input_tokens:,}", f"{s.cache_read_tokens:,}",
+                      f"{s.output_tokens:,}", _usd(s.cost), _usd(s.cost_without_cache))
+    return table
 
 
 def _usd(x: float | None) -> str:
@@ -365,8 +516,8 @@ def estimate_table(e: Estimate) -> Table:
         table.add_row(s.name, f"{s.rounds:g}", f"{s.calls:,}", f"{s.input_tokens:,}", f"{s.cache_read_tokens:,}",
                       f"{s.output_tokens:,}", _usd(s.cost), _usd(s.cost_without_cache), _usd(s.saving))
     for s in e.grader_scenarios:
-        table.add_row(f"{s.name} ({e.grader})", "", f"{s.calls:,}", f"{s.input_tokens:,}", "0",
-                      f"{s.output_tokens:,}", _usd(s.cost), "", "")
+        table.add_row(f"{s.name} ({e.grader})", "", f"{s.calls:,}", f"{s.input_tokens:,}", f"{s.cache_read_tokens:,}",
+                      f"{s.output_tokens:,}", _usd(s.cost), _usd(s.cost_without_cache), _usd(s.saving))
     return table
 
 

@@ -8,19 +8,46 @@ interrupted run and skips samples that already finished.
 from __future__ import annotations
 
 import tempfile
+from copy import copy
 from pathlib import Path
 from typing import Any
 
 from inspect_ai import Task, eval_set
 from inspect_ai.log import EvalLog, write_eval_log
-from inspect_ai.model import Model
+from inspect_ai.model import GenerateConfig, Model, get_model
 
+from aflab.costs import Batch
 from aflab.report import write_report
 from aflab.scorers import GRADER_ROLE
 
 
 SAMPLE_RETRIES = 3
 TASK_RETRIES = 1
+
+
+def batched_grader(grader: str | Model | None, batch: Batch, log: EvalLog | None = None) -> str | Model | None:
+    """The grader, sending its calls to its provider's batch API when ``batch`` is on.
+
+    Inspect gives an eval's ``batch`` option to the tested model only (a role model inherits
+    just connections, retries, timeouts and cache), so the grader carries it in its own
+    config. With no grader named, re-scoring ``log`` uses the grader role recorded in it, as
+    Inspect's ``score`` would, now batched; with neither, the default grader (the embedded
+    model, which has no batch API) is left as it is.
+    """
+    if not batch:
+        return grader
+    config = GenerateConfig(batch=batch)
+    if isinstance(grader, Model):
+        batched = copy(grader)
+        batched.config = grader.config.merge(config)
+        return batched
+    if grader is not None:
+        return get_model(grader, config=config)
+    recorded = (log.eval.model_roles or {}).get(GRADER_ROLE) if log is not None else None
+    if recorded is None or isinstance(recorded, list):
+        return None
+    return get_model(recorded.model, config=recorded.config.merge(config), base_url=recorded.base_url,
+                     **recorded.args)
 
 
 def evaluate(
@@ -33,10 +60,12 @@ def evaluate(
 ) -> tuple[bool, list[EvalLog]]:
     """Inspect's ``eval_set`` with aflab's resumption and retry policy.
 
-    ``options`` are further ``eval_set`` arguments (epochs, generation options, ...); None
-    values keep Inspect's or the task's defaults. ``grader`` fills the ``grader`` model
-    role, used by classifiers and by settings whose compliance a grader judges.
+    ``options`` are further ``eval_set`` arguments (epochs, generation options, ``batch``,
+    ...); None values keep Inspect's or the task's defaults. ``grader`` fills the ``grader``
+    model role, used by classifiers and by settings whose compliance a grader judges; it
+    is batched too when ``batch`` is on.
     """
+    grader = batched_grader(grader, options.get("batch"))
     return eval_set(
         tasks,
         log_dir=str(log_dir),
@@ -68,7 +97,7 @@ def run_experiment(
     """Evaluate ``task`` on ``model``, logging to ``out/logs``; report into ``out``.
 
     ``generate`` holds Inspect generation options (temperature, max_tokens, seed,
-    max_connections, ...); None values keep the task's defaults. Returns whether every
+    max_connections, batch, ...); None values keep the task's defaults. Returns whether every
     sample finished, and the results written to ``out/results.json``.
     """
     out = Path(out)
@@ -115,12 +144,14 @@ def rescore_log(
     grader: str | Model | None = None,
     votes: int | None = None,
     display: str | None = None,
+    batch: Batch = None,
 ) -> None:
     """Score one log with grader classifiers, in place; no call to the tested model.
 
     Classifiers run in the order given (``motivation`` needs an alignment-faking score
     first, from this call or an earlier one); a classifier already in the log is replaced.
-    Grader calls go through Inspect's cache, so scoring the same log again costs nothing.
+    Grader calls go through Inspect's cache, so scoring the same log again costs nothing;
+    with ``batch`` they go to the grader's batch API.
     """
     from inspect_ai import score
 
@@ -129,9 +160,10 @@ def rescore_log(
 
     log = load_log(log_file)
     check_classifiers(classifiers, log)
+    grader = batched_grader(grader, batch, log)
     for name in classifiers:
         factory = CLASSIFIER_SCORERS[name]
-        scorer = factory(votes=votes) if votes and name == "af-improved" else factory()
+        scorer = factory(votes=votes) if votes and name in ("af-improved", "af-cascade") else factory()
         drop_scorer(log, factory.__name__)  # the name Inspect logs the scores under
         # The scorers call only the grader, so the tested model is replaced by Inspect's
         # "none" sentinel: re-scoring needs no credentials for the model under test.
@@ -147,15 +179,16 @@ def rescore_log(
 def score_run(
     source: str | Path,
     classifiers: list[str],
-    grader: str | None = None,
+    grader: str | Model | None = None,
     votes: int | None = None,
     out: str | Path | None = None,
     display: str | None = None,
+    batch: Batch = None,
 ) -> dict[str, Any]:
     """Re-score a finished run's log with grader classifiers (see ``rescore_log``) and
     rebuild its report, in ``out`` or the run directory."""
     from aflab.report import find_log
 
     log_file = find_log(source)
-    rescore_log(log_file, classifiers, grader=grader, votes=votes, display=display)
+    rescore_log(log_file, classifiers, grader=grader, votes=votes, display=display, batch=batch)
     return write_report(log_file, Path(out) if out else log_file.parent.parent)

@@ -19,6 +19,7 @@ A sweep file (YAML) names the same things as the command line::
     queries: 100
     grader: openai/gpt-4o                      # a name, or a mapping like a model's
     classifiers: [af-improved]
+    batch: true                                # or a batch size: providers' batch APIs, ~50 % price
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class Sweep:
     temperature: float | None = None
     max_tokens: int | None = None
     max_rounds: int | None = None
+    batch: bool | int | None = None
+    """Send the models' and the grader's calls to their providers' batch APIs (True, or a
+    batch size), as Inspect's ``batch`` option."""
 
 
 def _as_list(value: Any, key: str) -> list[Any]:
@@ -101,6 +105,9 @@ def sweep_from_dict(config: dict[str, Any]) -> Sweep:
     for key in ("settings", "variations", "classifiers"):
         if key in values:
             values[key] = [str(v) for v in _as_list(values[key], key)]
+    batch = values.get("batch")
+    if batch is not None and not (isinstance(batch, bool) or (isinstance(batch, int) and batch > 0)):
+        raise SweepError(f"sweep key 'batch' must be true, false or a batch size (a positive whole number), not {batch!r}")
     if "scratchpad" in values:
         modes = values["scratchpad"] if isinstance(values["scratchpad"], list) else [values["scratchpad"]]
         if not modes or not all(isinstance(m, bool) for m in modes):
@@ -205,11 +212,13 @@ def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
         temperature=sweep.temperature,
         max_tokens=sweep.max_tokens,
         seed=sweep.seed,
+        batch=sweep.batch,
     )
     if sweep.classifiers:
         for log in logs:
             if log.status == "success":
-                rescore_log(local_path(log.location), sweep.classifiers, grader=grader, votes=sweep.votes)
+                rescore_log(local_path(log.location), sweep.classifiers, grader=grader, votes=sweep.votes,
+                            batch=sweep.batch)
     comparison = write_comparison(out / "logs", out)
     comparison.setdefault("notes", []).extend(notes)
     return success, comparison

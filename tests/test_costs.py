@@ -80,12 +80,60 @@ def test_unknown_model_gets_tokens_and_says_price_unknown(small_task):
 
 
 def test_grader_calls_follow_the_classifiers(small_task):
-    e = estimate(small_task, OPUS, epochs=2, max_tokens=4000, max_rounds=4,
-                 classifiers=["af-improved", "af-original", "partial", "motivation"], grader="openai/gpt-4o", votes=20)
+    classifiers = ["af-improved", "af-original", "partial", "motivation"]
+    e = estimate(small_task, OPUS, epochs=2, max_tokens=4000, max_rounds=4, classifiers=classifiers,
+                 grader="anthropic/claude-sonnet-4-5", votes=20)
     fewest, most = e.grader_scenarios
     assert fewest.calls == 12 * (20 + 1)  # partial and motivation only where accepted / flagged
     assert most.calls == 12 * (20 + 1 + 1 + 1)
+    assert fewest.output_tokens == 12 * 21 * 400 and most.output_tokens == 12 * 23 * 2000
     assert fewest.cost is not None and fewest.cost < most.cost
+    # OpenAI takes n: each transcript's 20 votes are one request, the same answers out
+    one = estimate(small_task, OPUS, epochs=2, max_tokens=4000, max_rounds=4, classifiers=classifiers,
+                   grader="openai/gpt-4o", votes=20)
+    assert [s.calls for s in one.grader_scenarios] == [12 * 2, 12 * 4]
+    assert [s.output_tokens for s in one.grader_scenarios] == [fewest.output_tokens, most.output_tokens]
+    assert any("20 votes are one request" in n for n in one.notes)
+
+
+def votes_only(task, grader, **options):
+    fewest, _ = estimate(task, OPUS, epochs=2, max_tokens=4000, max_rounds=4, classifiers=["af-improved"],
+                         grader=grader, votes=20, **options).grader_scenarios
+    return fewest
+
+
+def test_grader_votes_pay_the_prompt_once_per_request(small_task):
+    one = votes_only(small_task, "openai/gpt-4o")
+    separate = votes_only(small_task, "anthropic/claude-sonnet-4-5")
+    gemini = votes_only(small_task, "google/gemini-2.5-flash")  # up to 8 candidates a request
+    assert (one.calls, separate.calls, gemini.calls) == (12, 12 * 20, 12 * 3)
+    assert separate.input_tokens == 20 * one.input_tokens and gemini.input_tokens == 3 * one.input_tokens
+    assert one.output_tokens == separate.output_tokens == gemini.output_tokens == 12 * 20 * 400
+    # separate calls: the first vote writes the (> 1,024-token) prompt to Anthropic's cache, 19 read it
+    assert separate.cache_write_tokens == one.input_tokens and separate.cache_read_tokens == 19 * one.input_tokens
+    sonnet = load_prices().find("anthropic/claude-sonnet-4-5")
+    assert separate.cost == pytest.approx(sonnet.cost(0, separate.output_tokens, 19 * one.input_tokens,
+                                                      one.input_tokens))
+    assert separate.cost < separate.cost_without_cache
+
+
+def test_batch_halves_the_prices_of_providers_with_a_batch_api(small_task):
+    plain = estimate(small_task, OPUS, epochs=2, max_tokens=4000, max_rounds=4)
+    batch = estimate(small_task, OPUS, epochs=2, max_tokens=4000, max_rounds=4, batch=True)
+    assert [s.cost for s in batch.scenarios] == pytest.approx([0.5 * s.cost for s in plain.scenarios])
+    assert [s.calls for s in batch.scenarios] == [s.calls for s in plain.scenarios]
+    assert any("anthropic's batch prices, 0.5" in n for n in batch.notes)
+    # batched votes are sent together, so none is assumed to be read from the cache
+    votes = votes_only(small_task, "anthropic/claude-sonnet-4-5", batch=100)
+    sonnet = load_prices().find("anthropic/claude-sonnet-4-5")
+    assert votes.cache_read_tokens == 0
+    assert votes.cost == pytest.approx(0.5 * sonnet.cost(votes.input_tokens, votes.output_tokens))
+    # a provider without a batch price pays the standard one, and the note says so
+    other = estimate(small_task, "openrouter/meta-llama/llama-3.1-405b-instruct", max_tokens=4000, max_rounds=4,
+                     batch=True)
+    assert other.scenarios[0].cost == estimate(small_task, "openrouter/meta-llama/llama-3.1-405b-instruct",
+                                               max_tokens=4000, max_rounds=4).scenarios[0].cost
+    assert any("no batch price for 'openrouter'" in n for n in other.notes)
     with pytest.raises(CostError, match="unknown classifier"):
         estimate(small_task, OPUS, max_tokens=4000, max_rounds=4, classifiers=["af-new"])
 
@@ -101,12 +149,16 @@ def test_price_table_loads_and_every_entry_is_complete():
     assert prices.find("openai/gpt-4o-2024-08-06") == prices.models["openai/gpt-4o"]
     assert prices.find("openai/gpt-4o-2024-05-13").input == 5.0  # a dated name with its own price
     assert prices.find("google/gemini-2.0-flash-001") == prices.models["google/gemini-2.0-flash"]
+    assert prices.batch_factor("openai/gpt-4o", True) == 0.5 and prices.batch_factor("openai/gpt-4o", None) == 1
 
 
 def test_a_broken_price_table_is_one_clear_error(tmp_path):
     bad = tmp_path / "prices.toml"
     bad.write_text('[models]\n"x/y" = { input = 1.0 }\n')
     with pytest.raises(CostError, match="model 'x/y' needs input and output prices"):
+        load_prices(bad)
+    bad.write_text('[batch]\nopenai = 2\n')
+    with pytest.raises(CostError, match=r"\[batch\] shares must be numbers in \(0, 1\].*openai = 2"):
         load_prices(bad)
 
 

@@ -115,3 +115,73 @@ def test_in_batch_mode_the_votes_go_together(recorder):
     asyncio.run(grader_votes("af-improved", PROMPT, REASONING, 5, 1.0, grader=grader))
     assert recorder.events[:5] == [f"start {i}" for i in range(1, 6)]
     assert all(c.batch is True for c in recorder.configs)
+
+
+def test_scores_record_one_request_per_transcript(tmp_path, mock_model):
+    from aflab.experiment import run_experiment, score_run
+    from aflab.tasks import alignment_faking
+
+    run_experiment(alignment_faking(queries=2), mock_model, tmp_path)
+    with fake_openai_server(alternating()) as (base_url, requests):
+        score_run(tmp_path, ["af-improved"], grader=fake_grader(base_url))
+    assert [r["n"] for r in requests] == [20] * 4  # 2 queries × 2 cues, every one with a scratchpad
+    log = read_eval_log(str(next((tmp_path / "logs").glob("*.eval"))))
+    for sample in log.samples:
+        meta = sample.scores["alignment_faking_improved"].metadata
+        assert (meta["vote_requests"], meta["choices_per_request"], meta["readable_votes"]) == (1, [20], 20)
+
+
+def test_batch_reaches_the_tested_model_and_the_grader(tmp_path, mock_model, recorder):
+    from aflab.experiment import run_experiment, score_run
+    from aflab.tasks import alignment_faking
+
+    run_experiment(alignment_faking(queries=1), mock_model, tmp_path, batch=True, grader=get_model("recording/grader"))
+    log = read_eval_log(str(next((tmp_path / "logs").glob("*.eval"))), header_only=True)
+    assert log.plan.config.batch is True
+    assert log.eval.model_roles["grader"].config.batch is True
+    # re-scoring with --batch 50 and no --grader: the grader recorded in the log, batched
+    score_run(tmp_path, ["af-improved"], batch=50)
+    assert len(recorder.configs) == 2 * 20 and {c.batch for c in recorder.configs} == {50}
+    recorder.__init__()
+    score_run(tmp_path, ["af-original"], grader="recording/other")
+    assert [c.batch for c in recorder.configs] == [None, None]  # without --batch, no batch
+
+
+def test_sweep_passes_batch_to_every_cell(tmp_path, mock_model):
+    from aflab.sweep import SweepError, run_sweep, sweep_from_dict
+
+    sweep = sweep_from_dict({"models": ["mockllm/model"], "queries": 1, "batch": 3})
+    run_sweep(sweep, tmp_path, models=[mock_model])
+    (log_file,) = (tmp_path / "logs").glob("*.eval")
+    assert read_eval_log(str(log_file), header_only=True).plan.config.batch == 3
+    with pytest.raises(SweepError, match="'batch' must be true, false or a batch size"):
+        sweep_from_dict({"models": ["m"], "batch": "lots"})
+
+
+def test_batch_option_on_every_command_and_its_errors(capsys):
+    from aflab.cli import parser
+
+    p = parser()
+    assert p.parse_args(["score", "runs/x", "--batch"]).batch is True
+    assert p.parse_args(["run", "--batch", "200"]).batch == 200
+    assert p.parse_args(["sweep", "--models", "m", "--batch"]).batch is True
+    assert p.parse_args(["probe", "motivation", "--models", "m", "--batch", "5"]).batch == 5
+    assert p.parse_args(["validate-classifier", "--batch"]).batch is True
+    assert p.parse_args(["run"]).batch is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["score", "--batch", "runs/x"])
+    assert "'runs/x' is not a batch size" in capsys.readouterr().err
+
+
+def test_validate_classifier_dry_run_prices_the_labels_without_a_model(monkeypatch, capsys):
+    from aflab.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    for grader, calls in (("openai/gpt-4o", "24"), ("anthropic/claude-sonnet-4-5", "480")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["validate-classifier", "--grader", grader, "--dry-run", "--batch"])
+        assert exit_.value.code == 0
+        text = capsys.readouterr().out
+        assert "24 transcripts × 20 votes" in text
+        assert f"│ fewest │ {calls:>5} │" in text
+        assert "batch prices, 0.5" in text
