@@ -88,7 +88,7 @@ def test_bootstrap_covers_the_point_estimate_and_handles_undefined_resamples():
     [
         ("not json\n", "line 1: not JSON"),
         ('{"text": "x"}\n', "line 1: needs a string 'text' and a 'label'"),
-        ('{"text": "x", "label": 2}\n', "needs a string 'text'"),
+        ('{"text": "x", "label": 2}\n', "line 1: label 2 is not a label; use one of 1, true, yes"),
         ('{"text": "x", "label": 1}\n', "both labels"),
     ],
 )
