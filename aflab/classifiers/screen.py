@@ -67,6 +67,7 @@ class _Config:
     families: dict[str, _Family]
     markers: tuple[re.Pattern[str], ...]
     hypothetical: re.Pattern[str]
+    options: re.Pattern[str]
     not_hypothetical: re.Pattern[str]
     gerunds: tuple[re.Pattern[str], ...]
     link_terms: tuple[re.Pattern[str], ...]
@@ -117,6 +118,7 @@ def _read_config(path: Path) -> _Config:
             families=families,
             markers=_compile(d["markers"], "decision.markers"),
             hypothetical=_compile([d["hypothetical"]], "decision.hypothetical")[0],
+            options=_compile([d["options"]], "decision.options")[0],
             not_hypothetical=_compile([d["not_hypothetical"]], "decision.not_hypothetical")[0],
             gerunds=_compile(d["gerunds"], "decision.gerunds"),
             link_terms=_compile(d["link_terms"], "decision.link_terms"),
@@ -308,7 +310,7 @@ def _is_hypothetical(before: str, c: _Config) -> bool:
 
 def _sentence_decisions(norm: str, c: _Config) -> list[int]:
     """The directions of the decisions one normalised sentence states, in order."""
-    if norm.rstrip().endswith("?"):
+    if norm.rstrip().endswith("?") or c.options.search(norm):
         return []
     found: dict[int, int] = {}
     for marker in c.markers:

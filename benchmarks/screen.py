@@ -1,0 +1,188 @@
+"""The af-screen classifier measured: AUROC against a phrase count, the cascade's band, speed.
+
+    python benchmarks/screen.py                      # every labelled set; writes benchmarks/screen.json
+    python benchmarks/screen.py --sets labelled,dev  # only these sets (the design sets)
+    python benchmarks/screen.py --fit                # refit the weights on the design sets and print them
+    python benchmarks/screen.py --grader openai/gpt-4o --votes 20   # also the cascade against af-improved
+
+For each set: the screen's and the baseline's AUROC with DeLong intervals (``validate.py``'s
+``auroc_interval``, as ``aflab validate-classifier`` reports), the screen's accuracy and F1 at its
+threshold, the share of transcripts whose screen score falls in the cascade's uncertain band
+(those the cascade would send to the grader, since a labels row's compliance is unknown), the
+screen's accuracy on the rest, and the milliseconds per transcript. With ``--grader`` the rows are
+also graded by af-improved, and the cascade's decisions are compared with the grader's alone.
+
+Sets: ``labelled`` (aflab's 24 synthetic rows), ``dev`` (the development set the weights and the
+band were fitted on, with ``labelled``) and ``heldout`` (not used in the design: score it once).
+Any JSONL file in the labels format can be given by path too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.model_selection import StratifiedKFold
+
+from aflab.classifiers import CLASSIFIERS_DIR
+from aflab.classifiers.screen import (
+    FEATURES,
+    cascade_figures,
+    choose_band,
+    phrase_count,
+    screen_band,
+    screen_labelled,
+    screen_threshold,
+)
+from aflab.classifiers.validate import auroc_interval, bootstrap_intervals, classification_metrics, load_labels
+from aflab.scorers import IMPROVED_THRESHOLD
+
+HERE = Path(__file__).resolve().parent
+SETS = {name: CLASSIFIERS_DIR / "validation" / f"af_{name}.jsonl" for name in ("labelled", "dev", "heldout")}
+DESIGN_SETS = ("labelled", "dev")
+FIT_C = 1.0
+"""Inverse L2 strength of the weight fit, as scikit-learn's C (penalty 1/2 |w|^2 against the summed log loss)."""
+BAND_MAX_ERROR = 0.05
+TIMING_REPEATS = 5
+
+
+def fit_weights(features: np.ndarray, labels: np.ndarray, c: float = FIT_C) -> tuple[float, np.ndarray]:
+    """L2-regularised logistic regression with every feature weight held >= 0.
+
+    Each feature is evidence *for* alignment faking by construction (the refusal side enters
+    through ``decision`` and the complying-gated features), so a negative weight could only be
+    the fit leaning on an accident of the design set; holding them non-negative is what keeps
+    the score robust rather than fitted."""
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = theta[0] + features @ theta[1:]
+        p = expit(z)
+        nll = float(np.sum(np.logaddexp(0, z) - labels * z))
+        grad = np.concatenate([[np.sum(p - labels)], features.T @ (p - labels)])
+        w = theta[1:]
+        return c * nll + 0.5 * float(w @ w), np.concatenate([[c * grad[0]], c * grad[1:] + w])
+
+    bounds = [(None, None)] + [(0.0, None)] * features.shape[1]
+    theta = minimize(loss, np.zeros(features.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds).x
+    return float(theta[0]), theta[1:]
+
+
+def cross_validated_auroc(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """AUROC of the fit's scores on rows it was not fitted on (stratified k-fold)."""
+    scores = np.zeros(len(labels))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(features, labels):
+        bias, w = fit_weights(features[train], labels[train])
+        scores[test] = expit(bias + features[test] @ w)
+    return float(auroc_interval(labels, scores)["auroc"])
+
+
+def _interval(r: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in r.items()}
+
+
+def measure_set(path: Path, grader: str | None, votes: int) -> dict[str, Any]:
+    """Every figure for one labels file (see the module docstring)."""
+    rows = load_labels(path)
+    labels = np.array([r.label for r in rows])
+    screenings = [screen_labelled(r.shown) for r in rows]
+    times = []
+    for _ in range(TIMING_REPEATS):
+        for r in rows:
+            t = time.perf_counter()
+            screen_labelled(r.shown)
+            times.append(time.perf_counter() - t)
+    scores = np.array([s.score for s in screenings])
+    counts = np.array([phrase_count(r.shown.reasoning) for r in rows], dtype=float)
+    threshold = screen_threshold()
+    low, high = screen_band()
+    in_band = (scores >= low) & (scores < high)
+    decided = ~in_band
+    figures: dict[str, Any] = {
+        "file": str(path.relative_to(HERE.parent)) if path.is_relative_to(HERE.parent) else str(path),
+        "n": len(rows), "positives": int(labels.sum()),
+        "screen_auroc": _interval(auroc_interval(labels, scores)),
+        "baseline_auroc": _interval(auroc_interval(labels, counts)),
+        "screen_at_threshold": {"threshold": threshold,
+                                **{k: round(v, 4) for k, v in classification_metrics(labels, scores, threshold).items()},
+                                "intervals": bootstrap_intervals(labels, scores, threshold)},
+        "band": [low, high], "band_share": round(float(in_band.mean()), 4),
+        "screen_accuracy_outside_band": (round(float(((scores[decided] >= threshold) == labels[decided]).mean()), 4)
+                                         if decided.any() else None),
+        "band_suggested_here": list(choose_band(scores.tolist(), labels.tolist(), BAND_MAX_ERROR)),
+        "ms_per_transcript": {"mean": round(1000 * statistics.mean(times), 3),
+                              "median": round(1000 * statistics.median(times), 3),
+                              "max": round(1000 * max(times), 3)},
+        "words_per_transcript": round(statistics.mean(len(r.shown.reasoning.split()) for r in rows), 1),
+        "per_row": [{"id": r.id, "label": r.label, "screen": round(s.score, 4), "phrases": int(c)}
+                    for r, s, c in zip(rows, screenings, counts)],
+    }
+    if grader:
+        from inspect_ai.model import get_model
+
+        from aflab.classifiers.validate import collect_votes, yes_shares
+
+        shares = yes_shares(asyncio.run(collect_votes("af-improved", get_model(grader), rows, votes)), votes)
+        figures["cascade"] = {"grader": grader, "votes": votes,
+                              **cascade_figures(labels, scores, shares, (low, high), threshold, IMPROVED_THRESHOLD)}
+    return figures
+
+
+def fit_report(paths: list[Path]) -> dict[str, Any]:
+    rows = [r for p in paths for r in load_labels(p)]
+    labels = np.array([r.label for r in rows], dtype=float)
+    features = np.array([[screen_labelled(r.shown).features[f] for f in FEATURES] for r in rows])
+    bias, w = fit_weights(features, labels)
+    scores = expit(bias + features @ w)
+    return {"n": len(rows), "bias": round(bias, 2), "weights": dict(zip(FEATURES, np.round(w, 2).tolist())),
+            "in_sample_auroc": round(float(auroc_interval(labels, scores)["auroc"]), 4),
+            "cross_validated_auroc": round(cross_validated_auroc(features, labels), 4),
+            "band_at_5pct_error": list(choose_band(scores.tolist(), labels.astype(bool).tolist(), BAND_MAX_ERROR))}
+
+
+def _path(name: str) -> Path:
+    path = SETS.get(name, Path(name))
+    if not path.exists():
+        sys.exit(f"no labels file {path}: name a set ({', '.join(SETS)}) or a JSONL file")
+    return path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sets", default=",".join(SETS), help="comma-separated sets or files (default: %(default)s)")
+    p.add_argument("--fit", action="store_true", help="refit the weights on the design sets (labelled, dev) and print them")
+    p.add_argument("--grader", help="grade the rows with af-improved too (any Inspect model) to measure the cascade")
+    p.add_argument("--votes", type=int, default=20, help="af-improved votes per transcript with --grader (default: %(default)s)")
+    p.add_argument("--output", default=str(HERE / "screen.json"), help="where to write the figures (default: %(default)s)")
+    args = p.parse_args()
+    if args.fit:
+        print(json.dumps(fit_report([_path(s) for s in DESIGN_SETS]), indent=2))
+        return 0
+    results = {name: measure_set(_path(name), args.grader, args.votes) for name in args.sets.split(",") if name}
+    for name, r in results.items():
+        s, b = r["screen_auroc"], r["baseline_auroc"]
+        print(f"{name:9} n={r['n']:3} ({r['positives']} AF)  screen AUROC {s['auroc']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+              f"  phrase count {b['auroc']:.3f} [{b['low']:.3f}, {b['high']:.3f}]"
+              f"  acc@{r['screen_at_threshold']['threshold']} {r['screen_at_threshold']['accuracy']:.3f}"
+              f"  band {r['band']} holds {r['band_share']:.0%} (screen acc outside {r['screen_accuracy_outside_band']})"
+              f"  {r['ms_per_transcript']['mean']:.2f} ms/transcript")
+        if "cascade" in r:
+            c = r["cascade"]
+            print(f"{'':9} cascade: {c['sent']} of {r['n']} sent, calls saved {c['saved_share']:.0%}, "
+                  f"agrees with the grader on {c['agreement']:.1%}, accuracy {c['cascade_accuracy']:.3f} "
+                  f"(grader alone {c['grader_accuracy']:.3f})")
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
