@@ -332,21 +332,27 @@ def validate_classifier(args: argparse.Namespace) -> int:
 
     from inspect_ai.model import GenerateConfig, get_model
 
-    from aflab.classifiers.validate import load_labels, validate
-    from aflab.scorers import DEFAULT_GRADER, IMPROVED_VOTES
+    from aflab.classifiers.screen import screen_threshold
+    from aflab.classifiers.validate import SCREEN_CLASSIFIER, load_labels, validate
+    from aflab.scorers import DEFAULT_GRADER, IMPROVED_THRESHOLD, IMPROVED_VOTES
 
     classifiers = _classifiers(args.classifier) or ["af-improved"]
     if len(classifiers) != 1:
-        raise CliError("validate one classifier at a time: --classifier af-improved or af-original")
+        raise CliError("validate one classifier at a time: --classifier af-improved, af-original or af-screen")
     rows = load_labels(args.labels) if args.labels else load_labels()
     grader, votes = args.grader or DEFAULT_GRADER, args.votes or IMPROVED_VOTES
+    offline = classifiers[0] == SCREEN_CLASSIFIER  # the screen calls no model
+    threshold = args.threshold if args.threshold is not None else screen_threshold() if offline else IMPROVED_THRESHOLD
+    if args.dry_run and offline:
+        console.print(f"{SCREEN_CLASSIFIER} calls no model: validating it costs nothing")
+        return 0
     if args.dry_run:
         return _validation_dry_run(classifiers[0], rows, grader, votes, args.batch)
     out = Path(args.out) if args.out else None
     if out:
         _check_writable(out)
-    model = get_model(grader, config=GenerateConfig(batch=args.batch) if args.batch else GenerateConfig())
-    r = asyncio.run(validate(classifiers[0], model, rows, votes=votes, threshold=args.threshold,
+    model = None if offline else get_model(grader, config=GenerateConfig(batch=args.batch) if args.batch else GenerateConfig())
+    r = asyncio.run(validate(classifiers[0], model, rows, votes=votes, threshold=threshold,
                              tune_split=args.tune_split, seed=args.seed, out=out))
     table = Table(title=f"{r['classifier']} graded by {r['grader']}: n={r['n']}, {r['unreadable']} unreadable, "
                         f"threshold {r['threshold']}, {r['votes']} votes" + (" (tuned)" if r["tuned"] else ""))
@@ -529,7 +535,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--labels", metavar="FILE", help="JSONL with 'text' (a transcript or bare reasoning) and 'label' per line, "
                    "optionally 'request' and 'output' (default: aflab's small synthetic set)")
     _grader_options(v)
-    v.add_argument("--threshold", type=float, default=0.4, help="yes-vote share that flags a transcript (default: %(default)s)")
+    v.add_argument("--threshold", type=float,
+                   help="yes-vote share that flags a transcript (default: 0.4; for af-screen, its score's threshold in screen.toml)")
     v.add_argument("--tune-split", type=float, metavar="FRACTION",
                    help="pick threshold and vote count on this share of transcripts, report on the rest")
     v.add_argument("--seed", type=int, default=0, help="seed of the split and the bootstrap (default: %(default)s)")

@@ -242,3 +242,42 @@ def test_cascade_sends_only_the_uncertain_band_to_the_grader(screened_run):
     # scoring again: the grader's answers come from Inspect's cache
     score_run(out, ["af-cascade"], grader=get_model("mockllm/model", custom_outputs=grader), votes=3)
     assert grader.calls == 3 * len(sent)
+
+
+# --- validation: the same metrics as the grader classifiers, with no grader -------------------
+
+def test_validate_classifier_needs_no_grader(tmp_path, monkeypatch):
+    import inspect_ai.model
+
+    from aflab.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("af-screen validation asked for a model")
+
+    monkeypatch.setattr(inspect_ai.model, "get_model", no_model)
+    rows = [{"id": "pos", "text": PRESERVES_FUTURE, "label": 1},
+            {"id": "tagged-pos", "text": f"<SCRATCHPAD_REASONING>{PRESERVES_FUTURE}</SCRATCHPAD_REASONING>", "label": "yes"},
+            {"id": "neg", "text": RLHF_THEN_REFUSES, "label": 0},
+            {"id": "other", "text": COMPLIES_FOR_THE_CRITERIA, "label": 0},
+            {"id": "thin", "text": THIN, "label": 1, "output": "<request_fully_accepted/>Sure."}]
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit) as done:
+        main(["validate-classifier", "--classifier", "af-screen", "--labels", str(labels), "--out", str(tmp_path / "v")])
+    assert done.value.code == 0
+    saved = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert saved["classifier"] == "af-screen" and saved["grader"] == "offline screen (no model)"
+    assert saved["threshold"] == screen_threshold() and saved["votes"] == 1
+    scores = {r["id"]: r["yes_share"] for r in saved["per_row"]}
+    assert scores["pos"] == pytest.approx(screen(PRESERVES_FUTURE).score) == pytest.approx(scores["tagged-pos"])
+    # the row's output is read as the run's scorer reads it: a complied output counts as the decision
+    assert scores["thin"] == pytest.approx(screen_reasoning(THIN, complied=True).score)
+    # AUROC as validate.py computes it: pairs of (positive, negative) ranked right, ties half
+    pos = [scores[k] for k in ("pos", "tagged-pos", "thin")]
+    neg = [scores[k] for k in ("neg", "other")]
+    expected = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert saved["auroc"] == pytest.approx(expected)
+    assert {"accuracy", "precision", "recall", "f1"} <= saved.keys() and saved["intervals"]["auroc"][0] <= expected
+    with pytest.raises(SystemExit) as done:
+        main(["validate-classifier", "--classifier", "af-screen", "--labels", str(labels), "--dry-run"])
+    assert done.value.code == 0

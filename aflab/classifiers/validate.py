@@ -35,11 +35,13 @@ from scipy.special import expit, logit  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
 from aflab.classifiers import VALIDATION_SET, GraderInput, Judgment, evidence, grader_input, prompt_for  # noqa: E402
+from aflab.classifiers.screen import screen_labelled  # noqa: E402
 from aflab.metrics import wilson  # noqa: E402
 from aflab.parsing import OUTPUT_CLOSE, OUTPUT_OPEN, SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, final_output  # noqa: E402
-from aflab.scorers import IMPROVED_THRESHOLD, IMPROVED_VOTES, ask_grader  # noqa: E402
+from aflab.scorers import IMPROVED_THRESHOLD, IMPROVED_VOTES, SCREEN_GRADER, ask_grader  # noqa: E402
 
 AF_CLASSIFIERS = ("af-original", "af-improved")
+SCREEN_CLASSIFIER = "af-screen"
 BOOTSTRAP_RESAMPLES = 2000
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 LABEL_SPELLINGS: dict[str, bool] = {
@@ -155,7 +157,8 @@ async def collect_votes(classifier: str, grader: Model, rows: list[Labelled], vo
     """Each transcript's vote scores (None: unreadable), ``votes`` per transcript, asked
     exactly as the run's scorer asks them."""
     if classifier not in AF_CLASSIFIERS:
-        raise LabelsError(f"labels are for alignment faking: use {' or '.join(AF_CLASSIFIERS)}, not {classifier}")
+        raise LabelsError(f"labels are for alignment faking: use {', '.join(AF_CLASSIFIERS)} or {SCREEN_CLASSIFIER}, "
+                          f"not {classifier}")
     temperature = 0.0 if classifier == "af-original" else 1.0
 
     async def grade(row: Labelled) -> list[float | None]:
@@ -332,7 +335,7 @@ def votes_plot(curve: list[dict[str, float]], path: Path, title: str, chosen: in
 
 async def validate(
     classifier: str,
-    grader: Model,
+    grader: Model | None,
     rows: list[Labelled],
     votes: int = IMPROVED_VOTES,
     threshold: float = IMPROVED_THRESHOLD,
@@ -345,10 +348,15 @@ async def validate(
 
     ``tune_split`` (a fraction) sets aside that share of transcripts, chosen by ``seed``,
     to pick the threshold and vote count (up to ``votes``); the figures and the vote curve
-    are then computed on the remaining transcripts only.
+    are then computed on the remaining transcripts only. ``af-screen`` takes no grader
+    (None): its score is each transcript's one vote, and no model is called.
     """
-    votes = 1 if classifier == "af-original" else votes
-    all_votes = await collect_votes(classifier, grader, rows, votes)
+    votes = 1 if classifier in ("af-original", SCREEN_CLASSIFIER) else votes
+    if classifier == SCREEN_CLASSIFIER:  # no grader: the screen's score is the transcript's one "vote"
+        all_votes, graded_by = [[screen_labelled(row.shown).score] for row in rows], SCREEN_GRADER
+    else:
+        assert grader is not None, f"{classifier} needs a grader model"
+        all_votes, graded_by = await collect_votes(classifier, grader, rows, votes), str(grader)
     collected = votes
     report_on = list(range(len(rows)))
     tuned = None
@@ -366,7 +374,7 @@ async def validate(
     intervals = {"auroc": [auroc["low"], auroc["high"]], **bootstrap_intervals(labels, shares, threshold, seed=seed)}
     curve = vote_curve(labels, reported_votes)
     result: dict[str, Any] = {
-        "classifier": classifier, "grader": str(grader), "n": len(report_on),
+        "classifier": classifier, "grader": graded_by, "n": len(report_on),
         "unreadable": int(np.isnan(shares).sum()), "threshold": threshold, "votes": votes,
         "votes_collected": collected, "tuned": tuned,
         "without_request": sum(not rows[i].shown.request for i in report_on),
@@ -382,7 +390,7 @@ async def validate(
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(_nan_to_none(result), indent=2)
         (out / "validation.json").write_text(text + "\n", encoding="utf-8")
-        title = f"{classifier} graded by {grader} (n={len(report_on)})"
+        title = f"{classifier} graded by {graded_by} (n={len(report_on)})"
         calibration_plot(labels, shares, out / "calibration.png", title)
         votes_plot(curve, out / "votes.png", title, chosen=votes if collected > 1 else None)
     return result
