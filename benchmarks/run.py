@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULT_MARK = "@@RESULT "
 SCHEMA = "aflab.benchmarks/1"
+SECTIONS = ("harness", "cost", "memory", "scale", "embedded", "activations")
 
 MODES: dict[str, dict[str, Any]] = {
     "full": {
@@ -281,12 +282,23 @@ def bench_harness(cfg: dict[str, Any], scratch: Path, out: Results) -> str | Non
     return last_log
 
 
+COST_LOG_LATENCY_S = 0.1
+"""Latency of the harness run that makes the cost section's log when the harness section
+does not run (``--only cost``): the log's turns are the same at any latency."""
+
+
+def _cost_log(cfg: dict[str, Any], scratch: Path) -> str:
+    """A log of ``harness_n`` simulated samples for the cost section, from one quick run."""
+    run = HarnessRun("cost", "cost log", 50, COST_LOG_LATENCY_S, cfg["harness_n"])
+    with loopback_server(run.latency, max_requests=2 * run.n, max_lifetime=run.lifetime()) as (url, _):
+        r = run_worker("harness", {"base_url": url, "out": str(scratch / "cost-log"), "n": run.n,
+                                   "concurrency": run.concurrency, "eval_args": {}}, scratch, timeout=run.lifetime())
+    return r["log"]
+
+
 def bench_cost(cfg: dict[str, Any], scratch: Path, out: Results, log: str | None) -> None:
-    if log is None:
-        out.skipped["cost"] = "no harness log to read"
-        return
     try:
-        r = run_worker("cost", {"log": log}, scratch)
+        r = run_worker("cost", {"log": log or _cost_log(cfg, scratch)}, scratch)
     except WorkerFailed as ex:
         out.failures["cost"] = str(ex)
         return
@@ -324,6 +336,25 @@ def bench_cost(cfg: dict[str, Any], scratch: Path, out: Results, log: str | None
                 _ratio(imp["distinct_input_tokens_per_sample"], imp["input_tokens_per_sample"]),
                 "cached / uncached", "", None,
                 "its votes send the same prompt: all but the first are cache reads")
+    one = (imp or {}).get("one_request")
+    if imp and one and imp["calls"]:
+        out.add("cost", "grader af-improved: requests per sample, votes in one request (n)",
+                one["calls_per_sample"], "calls", "one call per vote", imp["calls_per_sample"],
+                _ratio(one["calls_per_sample"], imp["calls_per_sample"]), "one request / separate", "", None,
+                f"{one['votes']:,} votes in {one['calls']:,} requests to an OpenAI-compatible loopback grader; "
+                f"{imp['calls']:,} calls to a provider without n")
+        out.add("cost", "grader af-improved: input tokens per sample, votes in one request (n)",
+                one["input_tokens_per_sample"], "tok", "one call per vote", imp["input_tokens_per_sample"],
+                _ratio(one["input_tokens_per_sample"], imp["input_tokens_per_sample"]), "one request / separate",
+                "", None, "the prompt is paid once per transcript; the output is the same votes either way")
+        # the other classifiers ask one vote: the same one call either way (the loopback pass can
+        # make a few more of them, where identical prompts were sent together and so missed
+        # Inspect's cache that the instant in-process grader had already filled)
+        every = sum(g["input_tokens_per_sample"] for g in r["grader"].values())
+        every_one = every - imp["input_tokens_per_sample"] + one["input_tokens_per_sample"]
+        out.add("cost", "grader, all 4 classifiers: input tokens per sample, votes in one request (n)", every_one,
+                "tok", "one call per vote", every, _ratio(every_one, every), "one request / separate", "", None,
+                "af-improved's votes in one request; af-original, partial and motivation one call each either way")
     out.add("cost", "re-scoring with all 4 classifiers (instant grader)", r["score_s"] / max(r["grader_calls"], 1) * 1000,
             "ms/call", "", None, None, "", "", None,
             f"{r['grader_calls']} grader calls in {r['score_s']:.1f} s: aflab + Inspect overhead per grader call")
@@ -571,17 +602,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedded-sequential", action="store_true",
                         help="run the embedded model's two sides one after the other (default: at the same "
                              "moment, so that both see the same machine load)")
-    parser.add_argument("--only", default="harness,cost,memory,scale,embedded,activations",
+    parser.add_argument("--only", default=",".join(SECTIONS),
                         help="comma-separated subset of: harness, cost, memory, scale, embedded, activations")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the results (default benchmarks/results.json; with --quick "
-                             "benchmarks/results-quick.json, not committed)")
+                             "benchmarks/results-quick.json, with --only a subset benchmarks/results-partial.json, "
+                             "neither committed)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, reports)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
-    args.output = args.output or HERE / ("results-quick.json" if args.quick else "results.json")
     cfg = MODES[mode]
     only = {s.strip() for s in args.only.split(",")}
+    # a partial run never replaces the last full results
+    default = "results-quick.json" if args.quick else "results.json" if only >= set(SECTIONS) else "results-partial.json"
+    args.output = args.output or HERE / default
     started = time.perf_counter()
     load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="aflab-bench-"))

@@ -17,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -313,9 +315,59 @@ class _Tokenizer:
         return self._cache[text]
 
 
+@contextmanager
+def _grader_server(seen: list[tuple[str, int]]) -> Iterator[str]:
+    """A loopback OpenAI-compatible grader for the votes-in-one-request pass: it answers a
+    request for ``n`` choices with ``n`` copies of ``grader_answer`` and records each
+    request's prompt and ``n`` in ``seen``. Yields its base URL."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()
+
+    def text(content: Any) -> str:  # a string, or a list of content parts
+        return content if isinstance(content, str) else "".join(p.get("text", "") for p in content or [])
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = "\n".join(text(m.get("content")) for m in body["messages"])
+            n = body.get("n") or 1
+            with lock:
+                seen.append((prompt, n))
+            answer = grader_answer(prompt)
+            usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": n * len(answer) // 4}
+            payload = json.dumps({
+                "id": f"chatcmpl-grader-{len(seen)}", "object": "chat.completion", "created": int(time.time()),
+                "model": body["model"], "usage": usage | {"total_tokens": sum(usage.values())},
+                "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}
+                            for i in range(n)],
+            }).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def cost(spec: dict[str, Any]) -> dict[str, Any]:
     """Tokens per sample and per run from a harness log; grader calls and tokens per
-    classifier from re-scoring a copy of it with an instant fake grader."""
+    classifier from re-scoring a copy of it with an instant fake grader, twice: on a
+    provider without ``n`` (each vote a call), and on an OpenAI-compatible loopback grader
+    that takes ``n`` (a transcript's votes in one request)."""
     os.environ["INSPECT_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inspect-cache-")
     # Inspect's score() re-creates the log's model although scoring never calls it: the
     # tested model's credentials must be set (to anything) to re-score a run
@@ -364,17 +416,24 @@ def cost(spec: dict[str, Any]) -> dict[str, Any]:
 
     # grader: re-score a copy of the log with every classifier
     scratch = Path(tempfile.mkdtemp(prefix="bench-cost-"))
-    copy = scratch / "run" / "logs"
-    copy.mkdir(parents=True)
-    shutil.copy(spec["log"], copy / Path(spec["log"]).name)
+    for run in ("run", "run-n"):
+        (scratch / run / "logs").mkdir(parents=True)
+        shutil.copy(spec["log"], scratch / run / "logs" / Path(spec["log"]).name)
     classifiers = ["af-original", "af-improved", "partial", "motivation"]
     start = time.perf_counter()
     score_run(scratch / "run", classifiers, grader="benchgrader/fake", display="none")
     score_s = time.perf_counter() - start
+    # the same with votes in one request: Inspect's OpenAI-compatible provider sends num_choices as n
+    from inspect_ai.model import get_model
+
+    requests: list[tuple[str, int]] = []  # prompt, choices asked
+    with _grader_server(requests) as base_url:
+        score_run(scratch / "run-n", classifiers, display="none",
+                  grader=get_model("openai-api/bench/grader", base_url=base_url, api_key="benchmark"))
 
     tokenizer = _Tokenizer()
     texts = [system_prompt] + [t for sc in per_sample for ins, out in sc for t in [*ins, out]]
-    texts += [p for _, p, _ in calls] + [a for _, _, a in calls]
+    texts += [p for _, p, _ in calls] + [a for _, _, a in calls] + [p for p, _ in requests]
     tok_start = time.perf_counter()
     tokenizer.count_all(texts)
     tokenize_s = time.perf_counter() - tok_start
@@ -394,6 +453,11 @@ def cost(spec: dict[str, Any]) -> dict[str, Any]:
             # a vote repeats its sample's prompt exactly: with a prompt cache, only the
             # first of each distinct prompt is uncached input
             "distinct_input_tokens_per_sample": sum(tokenizer(p) for p in dict.fromkeys(p for p, _ in mine)) / n,
+        }
+        asked = [(p, k) for p, k in requests if grader_classifier(p) == name]
+        grader[name]["one_request"] = {
+            "calls": len(asked), "calls_per_sample": len(asked) / n, "votes": sum(k for _, k in asked),
+            "input_tokens_per_sample": sum(tokenizer(p) for p, _ in asked) / n,
         }
     unknown = sum(c == "unknown" for c, _, _ in calls)
     return {
