@@ -312,7 +312,10 @@ def calibration_plot(labels: np.ndarray, shares: np.ndarray, path: Path, title: 
 
 
 def votes_plot(curve: list[dict[str, float]], path: Path, title: str, chosen: int | None = None) -> None:
-    """AUROC with its 95% DeLong interval against the number of votes counted."""
+    """AUROC with its 95% DeLong interval against the number of votes counted. Each
+    point's interval is its own (pointwise), not a band for the whole curve; neighbouring
+    points share most of their votes, so the difference between two points is known more
+    precisely than their separate intervals suggest."""
     k = np.array([p["votes"] for p in curve])
     est, low, high = (np.array([p[key] for p in curve], dtype=float) for key in ("auroc", "low", "high"))
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -327,7 +330,7 @@ def votes_plot(curve: list[dict[str, float]], path: Path, title: str, chosen: in
     ax.set_xlabel("votes per transcript (the first k of the votes collected)")
     ax.set_ylabel("AUROC")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9, edgecolor="none")
     fig.tight_layout()
     fig.savefig(path, dpi=150, format="png")
     plt.close(fig)
