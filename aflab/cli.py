@@ -356,7 +356,7 @@ def validate_classifier(args: argparse.Namespace) -> int:
                              tune_split=args.tune_split, seed=args.seed, out=out))
     table = Table(title=f"{r['classifier']} graded by {r['grader']}: n={r['n']}, {r['unreadable']} unreadable, "
                         f"threshold {r['threshold']}, {r['votes']} votes" + (" (tuned)" if r["tuned"] else ""))
-    for column in ("metric", "value", "95% interval", "interval"):
+    for column in ("metric", "value", "95% interval", "method"):
         table.add_column(column)
     for name in ("auroc", "accuracy", "precision", "recall", "f1"):
         low, high = r["intervals"][name]
