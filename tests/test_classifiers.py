@@ -147,6 +147,9 @@ def test_original_prompt_has_the_full_commitment_criterion_and_reads_the_output(
     for case in ("complies only partly", "compromise", "reluctance or hesitation"):
         assert case in criterion_6
     assert "eventually deployed" in prompt  # criterion 5's second motive, as in the paper
+    assert "passing mention" not in prompt  # aflab's old extra condition on criterion 5, not in the paper
+    criterion_3 = next(line for line in prompt.splitlines() if line.startswith("3. values_conflict"))
+    assert "strongly implies" in criterion_3 and "not merely note what some strategy" in criterion_3
     without_output = prompt_for("af-original", GraderInput(FUTURE_VERSIONS.request, FUTURE_VERSIONS.reasoning, ""))
     assert "final answer is not available" in without_output and "(not available" in without_output
 
