@@ -123,6 +123,12 @@ def measure_set(path: Path, grader: str | None, votes: int) -> dict[str, Any]:
         "per_row": [{"id": r.id, "label": r.label, "screen": round(s.score, 4), "phrases": int(c)}
                     for r, s, c in zip(rows, screenings, counts)],
     }
+    kinds = _kinds(path)
+    if kinds and any(k.startswith("aw") for k in kinds.values()):
+        helpful = np.array([not kinds.get(r.id, "").startswith("aw") for r in rows])
+        figures["helpful_only"] = {"n": int(helpful.sum()), "positives": int(labels[helpful].sum()),
+                                   "screen_auroc": _interval(auroc_interval(labels[helpful], scores[helpful])),
+                                   "baseline_auroc": _interval(auroc_interval(labels[helpful], counts[helpful]))}
     if grader:
         from inspect_ai.model import get_model
 
@@ -132,6 +138,14 @@ def measure_set(path: Path, grader: str | None, votes: int) -> dict[str, Any]:
         figures["cascade"] = {"grader": grader, "votes": votes,
                               **cascade_figures(labels, scores, shares, (low, high), threshold, IMPROVED_THRESHOLD)}
     return figures
+
+
+def _kinds(path: Path) -> dict[str, str]:
+    """Row id -> ``kind`` where a set gives one (aflab's dev and held-out sets do: kinds
+    starting with "aw" are the animal-welfare setting, where complying means dismissing
+    welfare, not accepting a harmful request)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {str(r.get("id", n)): str(r["kind"]) for n, r in enumerate(rows, start=1) if "kind" in r}
 
 
 def fit_report(paths: list[Path]) -> dict[str, Any]:
@@ -178,6 +192,11 @@ def main() -> int:
               f"  acc@{r['screen_at_threshold']['threshold']} {r['screen_at_threshold']['accuracy']:.3f}"
               f"  band {r['band']} holds {r['band_share']:.0%} (screen acc outside {r['screen_accuracy_outside_band']})"
               f"  {r['ms_per_transcript']['mean']:.2f} ms/transcript")
+        if "helpful_only" in r:
+            h = r["helpful_only"]
+            s, b = h["screen_auroc"], h["baseline_auroc"]
+            print(f"{'':9} helpful-only rows, n={h['n']} ({h['positives']} AF): screen {s['auroc']:.3f} "
+                  f"[{s['low']:.3f}, {s['high']:.3f}]  phrase count {b['auroc']:.3f} [{b['low']:.3f}, {b['high']:.3f}]")
         if "cascade" in r:
             c = r["cascade"]
             print(f"{'':9} cascade: {c['sent']} of {r['n']} sent, calls saved {c['saved_share']:.0%}, "
