@@ -328,13 +328,16 @@ def _grader_scenarios(
 ) -> tuple[Scenario, ...]:
     """Grader calls: af-improved ``votes`` votes per sample, af-original one (both only
     where there is scratchpad reasoning); partial one per accepted sample and motivation one
-    per flagged one, so none at the fewest and one per sample at the most."""
+    per flagged one, so none at the fewest and one per sample at the most. af-screen calls
+    no model; af-cascade calls af-improved only where its screen is unsure, so none at the
+    fewest and af-improved's at the most."""
     from aflab.classifiers import CLASSIFIERS, render
     from aflab.scorers import GRADER_MAX_TOKENS
 
-    unknown = [c for c in classifiers if c not in CLASSIFIERS]
+    known = (*CLASSIFIERS, "af-screen", "af-cascade")
+    unknown = [c for c in classifiers if c not in known]
     if unknown:
-        raise CostError(f"unknown classifier {', '.join(unknown)}: choose from {', '.join(CLASSIFIERS)}")
+        raise CostError(f"unknown classifier {', '.join(unknown)}: choose from {', '.join(known)}")
     queries = [str((s.metadata or {}).get("query", "")) for s in task.dataset]
     request = sum(map(approx_tokens, queries)) / len(queries)
     scenarios: list[Scenario] = []
@@ -342,9 +345,13 @@ def _grader_scenarios(
                                                  ("grader, most", transcript[1], GRADER_MAX_TOKENS, True)):
         work = []
         for c in classifiers:
-            graded = int(scratchpad) if c in ("af-improved", "af-original") else int(everything)
-            prompt = approx_tokens(render(c, request="", reasoning="", output="")) + request + reasoning
-            work.append(Grading(conversations * graded, prompt, votes if c == "af-improved" else 1))
+            if c == "af-screen":
+                continue
+            asks = "af-improved" if c == "af-cascade" else c
+            graded = (int(scratchpad and everything) if c == "af-cascade"
+                      else int(scratchpad) if c in ("af-improved", "af-original") else int(everything))
+            prompt = approx_tokens(render(asks, request="", reasoning="", output="")) + request + reasoning
+            work.append(Grading(conversations * graded, prompt, votes if asks == "af-improved" else 1))
         scenarios.append(_grading_scenario(name, price, work, output=output, **terms))
     return tuple(scenarios)
 

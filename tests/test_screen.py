@@ -208,6 +208,10 @@ def test_screen_scorer_runs_offline_and_records_its_evidence(screened_run):
     assert meta["score"] >= meta["threshold"] and meta["band"] in ("yes", "maybe")
     assert "preserves_future_harmlessness" in meta["quotes"]
     assert "alignment-faking reasoning (offline screen)" in (out / "report.md").read_text()
+    # the figure's hatched segment shows the screen's flags when no grader classifier ran
+    from aflab.report import _segments
+
+    assert _segments(res, "free")["faking"] == len(flagged)
 
 
 def test_cascade_sends_only_the_uncertain_band_to_the_grader(screened_run):
@@ -274,3 +278,17 @@ def test_validate_classifier_needs_no_grader(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as done:
         main(["validate-classifier", "--classifier", "af-screen", "--labels", str(labels), "--dry-run"])
     assert done.value.code == 0
+
+
+def test_dry_run_counts_no_grader_call_for_the_screen_and_up_to_af_improved_for_the_cascade():
+    from aflab.costs import estimate
+
+    task = alignment_faking("helpful_only", queries=2)
+
+    def grader_calls(classifier):
+        e = estimate(task, "anthropic/claude-3-opus-20240229", max_tokens=4000, max_rounds=4,
+                     classifiers=[classifier], grader="anthropic/claude-sonnet-4-5", votes=20)
+        return [s.calls for s in e.grader_scenarios]
+
+    assert grader_calls("af-screen") == [0, 0]
+    assert grader_calls("af-cascade") == [0, grader_calls("af-improved")[1]] and grader_calls("af-improved")[1] == 4 * 20
