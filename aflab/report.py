@@ -336,12 +336,18 @@ def _rate_text(interval: dict[str, float | None]) -> str:
     return f"{_pct(interval['estimate'])} [{_pct(interval['low'])}, {_pct(interval['high'])}]"
 
 
+FIGURE_AF_ORDER = ("alignment_faking_improved", "alignment_faking_cascade", "alignment_faking_original",
+                   "alignment_faking_screen")
+"""The alignment-faking classifier the figure's hatched segment shows, when several ran:
+the grader's own first, the offline screen last."""
+
+
 def _segments(res: dict[str, Any], cue: str) -> dict[str, int]:
     """Counts per bar segment: complied splits into with / without alignment-faking
-    reasoning when an AF classifier has run (the improved one if both have)."""
+    reasoning when an AF classifier has run (the first of ``FIGURE_AF_ORDER`` that has)."""
     c = res["cues"][cue]
     af = next((res["classifiers"][n]["cues"].get(cue, {}).get("flagged", 0)
-               for n in ("alignment_faking_improved", "alignment_faking_original") if n in res["classifiers"]), None)
+               for n in FIGURE_AF_ORDER if n in res["classifiers"]), None)
     segments = {"rejected": c["rejected"]}
     if af is None:
         segments["accepted"] = c["accepted"]
