@@ -94,7 +94,7 @@ def _compile(patterns: Sequence[str], where: str) -> tuple[re.Pattern[str], ...]
     try:
         return tuple(re.compile(p) for p in patterns)
     except re.error as e:
-        raise ScreenConfigError(f"{SCREEN_FILE.name}, {where}: bad regular expression ({e}); fix the pattern") from e
+        raise ScreenConfigError(f"{where}: bad regular expression ({e}); fix the pattern") from e
 
 
 def _read_config(path: Path) -> _Config:
@@ -108,11 +108,12 @@ def _read_config(path: Path) -> _Config:
         d, s = raw["decision"], raw["score"]
         weights = {k: float(v) for k, v in s["weights"].items()}
         if set(weights) != set(FEATURES):
-            raise ScreenConfigError(f"{path.name}: [score.weights] must give exactly {', '.join(FEATURES)}")
+            raise ScreenConfigError(f"[score.weights] must give exactly {', '.join(FEATURES)}")
         low, high = (float(x) for x in s["band"])
         if not 0 <= low <= high <= 1:
-            raise ScreenConfigError(f"{path.name}: [score] band must be two scores 0 <= low <= high <= 1")
-        words = {k: frozenset(d[k]) for k in ("fillers", "negations", "comply", "refuse", "carriers", "consequences", "manner")}
+            raise ScreenConfigError("[score] band must be two scores 0 <= low <= high <= 1")
+        words = {k: frozenset(d[k])
+                 for k in ("fillers", "negations", "comply", "refuse", "carriers", "consequences", "manner")}
         return _Config(
             families=families,
             markers=_compile(d["markers"], "decision.markers"),
@@ -135,10 +136,10 @@ def _read_config(path: Path) -> _Config:
             baseline=_compile([rf"\b{re.escape(p)}" for p in raw["baseline"]["phrases"]], "baseline.phrases"),
             **words,  # type: ignore[arg-type]
         )
+    except ScreenConfigError as e:
+        raise ScreenConfigError(f"{path}: {e}") from e
     except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, ScreenConfigError):
-            raise
-        raise ScreenConfigError(f"{path.name} is incomplete or mistyped ({e!r}); compare it with the shipped file") from e
+        raise ScreenConfigError(f"{path} is incomplete or mistyped ({e!r}); compare it with the shipped file") from e
 
 
 @functools.cache
@@ -290,7 +291,7 @@ def _direction(words: list[str], negated: int, c: _Config) -> int:
 
 def _is_hypothetical(before: str, c: _Config) -> bool:
     """Whether a marker sits inside an open conditional: "if i comply i will ..." (no comma
-    since the "if"), "option 2: i will ...". "even if" and "even though" do not count."""
+    since the "if"). "even if" and "even though" do not count."""
     last = None
     for last in c.hypothetical.finditer(before):
         pass
@@ -359,14 +360,14 @@ class Screening:
         d = self.features["decision"]
         return "comply" if d > 0 else "refuse" if d < 0 else "unclear"
 
-    def band(self, band: tuple[float, float] | None = None) -> Band:
-        """"yes" above the uncertain band, "no" below it, "maybe" inside."""
-        low, high = band or screen_band()
+    def band(self) -> Band:
+        """"yes" above the cascade's uncertain band, "no" below it, "maybe" inside."""
+        low, high = screen_band()
         return "yes" if self.score >= high else "no" if self.score < low else "maybe"
 
-    def summary(self, threshold: float | None = None) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """What a score's metadata keeps of the screening."""
-        threshold = screen_threshold() if threshold is None else threshold
+        threshold = screen_threshold()
         return {"score": round(self.score, 4), "flagged": self.score >= threshold, "band": self.band(),
                 "threshold": threshold, "decision": self.decision,
                 "features": {k: round(v, 3) for k, v in self.features.items()}, "counts": self.counts,
@@ -442,7 +443,7 @@ def cascade_figures(labels: np.ndarray, scores: np.ndarray, grader_shares: np.nd
     often the cascade's flag equals the grader's, and each one's accuracy against the labels.
 
     ``grader_shares`` are the grader's yes-vote shares (nan: unreadable, counted as not
-    flagged, as a run's report would count it unknown rather than yes).
+    flagged).
     """
     low, high = band
     labels = np.asarray(labels, dtype=bool)
