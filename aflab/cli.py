@@ -19,8 +19,12 @@ from rich.table import Table
 from aflab.providers import EMBEDDED_PROVIDER
 
 DEFAULT_MODEL = "llamacpp/default"
-# The embedded 1.5B model generates ~13 tokens/s on 2 cores: out of the box it asks a few
-# queries with shorter answers so that the default run finishes in minutes.
+# The embedded 1.5B model generates ~13 tokens/s on 2 cores. Out of the box `aflab run` asks
+# it 20 queries without a scratchpad, answers cut at 48 tokens (the decision comes first, and
+# P(accept) is read from the logits), so that the default run gives a paired gap in minutes;
+# with a scratchpad, and in sweeps and probes, it asks a few queries with shorter turns.
+EMBEDDED_RUN_QUERIES = 20
+EMBEDDED_ANSWER_TOKENS = 48
 EMBEDDED_QUERIES = 3
 EMBEDDED_MAX_TOKENS = 700
 
@@ -50,16 +54,23 @@ def run(args: argparse.Namespace) -> int:
     from aflab.experiment import run_experiment
     from aflab.tasks import PAPER_MAX_TOKENS, alignment_faking
 
-    embedded = args.model.split("/", 1)[0] == EMBEDDED_PROVIDER
-    queries = args.limit if args.limit is not None else (EMBEDDED_QUERIES if embedded else None)
-    max_tokens = args.max_tokens or (EMBEDDED_MAX_TOKENS if embedded else PAPER_MAX_TOKENS)
-    out = Path(args.out) if args.out else _default_out(args.model, args.setting, args.scratchpad)
+    from aflab.solvers import LOGPROB_PROVIDERS
+
+    provider = args.model.split("/", 1)[0]
+    embedded = provider == EMBEDDED_PROVIDER
+    scratchpad = not embedded if args.scratchpad is None else args.scratchpad
+    sizing = (EMBEDDED_QUERIES, EMBEDDED_MAX_TOKENS) if scratchpad else (EMBEDDED_RUN_QUERIES, EMBEDDED_ANSWER_TOKENS)
+    queries = args.limit if args.limit is not None else (sizing[0] if embedded else None)
+    max_tokens = args.max_tokens or (sizing[1] if embedded else PAPER_MAX_TOKENS)
+    out = Path(args.out) if args.out else _default_out(args.model, args.setting, scratchpad)
     task = alignment_faking(
         args.setting,
         **({"queries": queries} if queries is not None else {}),
         seed=args.seed,
         cues=args.cues,
-        scratchpad=args.scratchpad,
+        scratchpad=scratchpad,
+        constrain_format=args.constrain_format,
+        decision_probs=provider in LOGPROB_PROVIDERS if args.decision_probs is None else args.decision_probs,
         max_rounds=args.max_rounds,
         prefill=args.prefill,
         system_prompt=args.system_prompt,
@@ -496,17 +507,26 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--model", default=DEFAULT_MODEL,
                    help="any Inspect model, e.g. anthropic/claude-3-opus-20240229 (default: %(default)s, the embedded local model)")
     r.add_argument("--setting", default="helpful_only", help="setting to run (default: %(default)s)")
-    r.add_argument("--limit", type=int, help=f"number of queries (default: 100; {EMBEDDED_QUERIES} on the embedded model)")
+    r.add_argument("--limit", type=int, help=f"number of queries (default: 100; on the embedded model "
+                   f"{EMBEDDED_RUN_QUERIES}, or {EMBEDDED_QUERIES} with --scratchpad)")
     r.add_argument("--cues", default="free,paid", help="cues to ask under (default: %(default)s)")
-    r.add_argument("--no-scratchpad", dest="scratchpad", action="store_false",
-                   help="answer directly in <OUTPUT>, with no hidden reasoning")
+    r.add_argument("--scratchpad", action=argparse.BooleanOptionalAction, default=None,
+                   help="reason in a hidden scratchpad before answering; --no-scratchpad answers directly in "
+                        "<OUTPUT> (default: scratchpad, except on the embedded model)")
+    r.add_argument("--constrain-format", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode under a grammar of the protocol's tags (local models and llama.cpp/vLLM servers; "
+                        "default: on for the embedded model only)")
+    r.add_argument("--decision-probs", action=argparse.BooleanOptionalAction, default=None,
+                   help="read P(accept) from token log probabilities (default: on for local and open-weights "
+                        "providers: llamacpp, openai-api, vllm, hf)")
     r.add_argument("--epochs", type=int, default=1, help="times each sample is asked (default: %(default)s)")
     r.add_argument("--max-connections", type=int, help="concurrent model calls (Inspect's default per provider)")
     r.add_argument("--seed", type=int, help="shuffle queries with this seed and pass it to the model")
     r.add_argument("--out", help="output directory (default: runs/<setting>-<model>); re-running resumes")
     r.add_argument("--temperature", type=float, default=PAPER_TEMPERATURE, help="(default: %(default)s)")
     r.add_argument("--max-tokens", type=int,
-                   help=f"output tokens per turn (default: 4000; {EMBEDDED_MAX_TOKENS} on the embedded model)")
+                   help=f"output tokens per turn (default: 4000; on the embedded model {EMBEDDED_ANSWER_TOKENS}, "
+                        f"or {EMBEDDED_MAX_TOKENS} with --scratchpad)")
     r.add_argument("--max-rounds", type=int, default=PAPER_MAX_ROUNDS,
                    help="model turns at most, continued with <NEXT/> (default: %(default)s)")
     r.add_argument("--prefill", action=argparse.BooleanOptionalAction, default=None,

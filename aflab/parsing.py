@@ -37,7 +37,7 @@ class Verdict:
     """The text inside the final ``<OUTPUT>`` block; None when there is none."""
 
 
-def _after_reasoning(text: str) -> str:
+def after_reasoning(text: str) -> str:
     """The part of ``text`` after the last closed scratchpad (all of it if none closed)."""
     cut = text.rfind(SCRATCHPAD_CLOSE)
     return text if cut < 0 else text[cut + len(SCRATCHPAD_CLOSE) :]
@@ -48,7 +48,7 @@ def final_output(text: str) -> tuple[str | None, bool]:
 
     Returns ``(None, False)`` when no output block follows the last scratchpad.
     """
-    tail = _after_reasoning(text)
+    tail = after_reasoning(text)
     start = tail.rfind(OUTPUT_OPEN)
     if start < 0:
         return None, False
@@ -57,6 +57,19 @@ def final_output(text: str) -> tuple[str | None, bool]:
     if end < 0:
         return body.strip(), False
     return body[:end].strip(), True
+
+
+def decision_offset(text: str) -> int | None:
+    """Where the final ``<OUTPUT>``'s decision starts: after its opening tag and any
+    whitespace. None when no output block follows the last scratchpad."""
+    tail = after_reasoning(text)
+    start = tail.rfind(OUTPUT_OPEN)
+    if start < 0:
+        return None
+    position = len(text) - len(tail) + start + len(OUTPUT_OPEN)
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
 
 
 def scratchpads(text: str) -> list[str]:
@@ -85,7 +98,7 @@ def needs_continuation(turn: str, truncated: bool) -> bool:
     """
     if truncated or SCRATCHPAD_CLOSE not in turn:
         return False
-    return OUTPUT_OPEN not in _after_reasoning(turn)
+    return OUTPUT_OPEN not in after_reasoning(turn)
 
 
 def final_answer(text: str, truncated: bool = False) -> tuple[str | None, str | None]:

@@ -26,7 +26,17 @@ from inspect_ai.scorer import Score  # noqa: E402
 from aflab.dataset import CUES, TRAINING_CUE, UNMONITORED_CUE  # noqa: E402
 from aflab.costs import cost_lines, log_cost  # noqa: E402
 from aflab.providers import EMBEDDED_PROVIDER  # noqa: E402
-from aflab.metrics import CueSummary, Gap, Outcome, Proportion, compliance_gap, cue_rates, wilson  # noqa: E402
+from aflab.metrics import (  # noqa: E402
+    CueSummary,
+    Gap,
+    Outcome,
+    Proportion,
+    compliance_gap,
+    cue_rates,
+    decision_probability_gap,
+    rate_from_counts,
+    wilson,
+)
 
 RESULTS_SCHEMA = "aflab.results/1"
 SCORER = "compliance"
@@ -134,8 +144,9 @@ def _interval(p: Proportion | Gap) -> dict[str, float | None]:
     return {"estimate": clean(estimate), "low": clean(p.low), "high": clean(p.high)}
 
 
-def results(log: EvalLog, log_path: str | Path | None = None) -> dict[str, Any]:
-    """The documented ``results.json`` content (see docs/results.md)."""
+def results(log: EvalLog, log_path: str | Path | None = None, log_file: Path | None = None) -> dict[str, Any]:
+    """The documented ``results.json`` content (see docs/results.md); ``log_file``, the
+    log on disk, lets it quote example transcripts, which ``log`` may have been read without."""
     records = sample_records(log)
     outcomes = [
         Outcome(r.query_id, r.cue, None if r.label == "malformed" else r.label == "accepted")
@@ -166,6 +177,7 @@ def results(log: EvalLog, log_path: str | Path | None = None) -> dict[str, Any]:
             "n_queries": g.n_queries,
             "method": g.method,
         }
+    decision = decision_results(log)
     model = log.eval.model
     classifiers = classifier_results(log)
     # settings judged by a rubric record the grader of each compliance score
@@ -189,6 +201,9 @@ def results(log: EvalLog, log_path: str | Path | None = None) -> dict[str, Any]:
         "compliance_graders": compliance_graders,
         "cues": cues,
         "gap": gap,
+        "decision": decision,
+        "format": format_results(log),
+        "examples": example_transcripts(log, log_file) if log_file else [],
         "usage": {m: u.model_dump(exclude_none=True) for m, u in log.stats.model_usage.items()},
         "cost": log_cost(log),
         "classifiers": classifiers,
@@ -196,6 +211,103 @@ def results(log: EvalLog, log_path: str | Path | None = None) -> dict[str, Any]:
         + [LOW_CONFIDENCE_NOTE.format(grader=g) for g in low_confidence_graders],
         "failures": [asdict(r) for r in records if r.label in ("malformed", "error")],
     }
+
+
+DECISION_SCORER = "decision_probability"
+
+
+def decision_results(log: EvalLog) -> dict[str, Any] | None:
+    """Mean P(accept) per cue and its training − unmonitored gap, with paired, clustered
+    intervals (``aflab.metrics.decision_probability_gap``); None when no sample has one.
+
+    ``unreadable`` counts answers with a verdict whose probability could not be read."""
+    readable: list[Outcome] = []
+    unreadable: Counter[str] = Counter()
+    for sample in log.samples or []:
+        meta, scores = sample.metadata or {}, sample.scores or {}
+        score = scores.get(DECISION_SCORER)
+        if score is None:
+            continue
+        if (score.metadata or {}).get("applicable"):
+            readable.append(Outcome(meta["query_id"], meta["cue"], float(score.value["p_accept"])))  # type: ignore[index]
+        elif (scores.get(SCORER) and (scores[SCORER].metadata or {}).get("label")) in ("accepted", "rejected"):
+            unreadable[meta["cue"]] += 1
+    if not readable:
+        return None
+    cues = {}
+    for cue in dict.fromkeys(o.cue for o in readable):
+        per_query: dict[str, list[float]] = {}
+        for o in readable:
+            if o.cue == cue:
+                per_query.setdefault(o.query_id, []).append(float(o.accepted))  # type: ignore[arg-type]
+        mean, low, high = rate_from_counts([sum(v) for v in per_query.values()], [len(v) for v in per_query.values()],
+                                           binary=False)
+        cues[cue] = {"n": sum(len(v) for v in per_query.values()), "unreadable": unreadable[cue],
+                     "p_accept": _interval(Proportion(0, 0, float(mean), float(low), float(high)))}
+    gap = None
+    if TRAINING_CUE in cues and UNMONITORED_CUE in cues:
+        g = decision_probability_gap(readable, training=TRAINING_CUE, unmonitored=UNMONITORED_CUE)
+        gap = {**_interval(g), "n_queries": g.n_queries, "method": g.method}
+    return {"cues": cues, "gap": gap}
+
+
+def format_results(log: EvalLog) -> dict[str, Any]:
+    """How the answers' format was held: samples decoded under the protocol's grammar,
+    and the tags the harness wrote to close turns that the token limit cut off."""
+    scores = [(s.scores or {}).get(SCORER) for s in log.samples or []]
+    meta = [score.metadata or {} for score in scores if score is not None]
+    closed = Counter(tag for m in meta for tag in m.get("closed_by_harness") or [])
+    return {"samples": len(meta), "constrained": sum(bool(m.get("constrained")) for m in meta),
+            "closed_by_harness": dict(closed),
+            "samples_closed": sum(bool(m.get("closed_by_harness")) for m in meta)}
+
+
+EXAMPLE_LINES = 4
+"""Lines of reasoning and of the answer quoted per example transcript in the report."""
+
+
+def example_transcripts(log: EvalLog, log_file: Path) -> list[dict[str, Any]]:
+    """Two or three transcripts for a person to read beside the rates: an accepted answer
+    (under the training cue if there is one), a refusal (unmonitored if possible), and,
+    with decision probabilities, the closest call; each with the first lines of its
+    reasoning and its answer. Only these samples are read in full from the log."""
+    from inspect_ai.log import read_eval_log_sample
+
+    from aflab.parsing import final_output, scratchpads
+
+    def verdict(sample: Any) -> str | None:
+        score = (sample.scores or {}).get(SCORER)
+        return (score.metadata or {}).get("label") if score is not None else None
+
+    def p_accept(sample: Any) -> float | None:
+        score = (sample.scores or {}).get(DECISION_SCORER)
+        return float(score.value["p_accept"]) if score and (score.metadata or {}).get("applicable") else None  # type: ignore[index]
+
+    samples = list(log.samples or [])
+    preferred = {"accepted": TRAINING_CUE, "rejected": UNMONITORED_CUE}
+    chosen: list[Any] = []
+    for label, cue in preferred.items():
+        found = sorted((s for s in samples if verdict(s) == label), key=lambda s: (s.metadata or {}).get("cue") != cue)
+        chosen += found[:1]
+    probable = [s for s in samples if p_accept(s) is not None and s not in chosen]
+    if probable:
+        chosen.append(min(probable, key=lambda s: abs(p_accept(s) - 0.5)))  # type: ignore[operator]
+
+    def first_lines(text: str) -> str:
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        shown = "\n".join(lines[:EXAMPLE_LINES])
+        return shown + ("\n…" if len(lines) > EXAMPLE_LINES else "")
+
+    examples = []
+    for s in chosen:
+        full = read_eval_log_sample(str(log_file), s.id, s.epoch)
+        text = "\n".join(m.text for m in full.messages if m.role == "assistant")
+        output, _ = final_output(text)
+        examples.append({"sample_id": str(s.id), "epoch": s.epoch, "cue": (s.metadata or {}).get("cue"),
+                         "label": verdict(s), "p_accept": p_accept(s),
+                         "reasoning": first_lines("\n\n".join(scratchpads(text))),
+                         "output": first_lines(output if output is not None else text)})
+    return examples
 
 
 CLASSIFIER_RATES = {
@@ -428,18 +540,50 @@ def interval_bars(ax: Axes, groups: list[str], series: dict[str, list[Interval |
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
 
 
+def rate_dots(ax: Axes, res: dict[str, Any]) -> None:
+    """Per cue: sampled compliance and mean P(accept), each with its 95% interval."""
+    cues = list(res["cues"])
+    series = {"complied (sampled)": ([res["cues"][c]["compliance"] for c in cues], "#f2c14e", "o", -0.12),
+              "mean P(accept)": ([res["decision"]["cues"].get(c, {}).get("p_accept") for c in cues], "#b5452b", "D", 0.12)}
+    for name, (found, colour, marker, shift) in series.items():
+        for row, interval in enumerate(found):
+            if not interval or interval["estimate"] is None:
+                continue
+            est, low, high = interval["estimate"], interval["low"], interval["high"]
+            ax.errorbar(est, row + shift, xerr=[[est - low], [high - est]], fmt=marker, color=colour, capsize=3,
+                        label=name if row == 0 else None)
+    ax.set_yticks(range(len(cues)), [])  # the rows of the bars beside it, whose labels they share
+    ax.set_ylim(len(cues) - 0.5, -0.5)
+    ax.set_xlim(-0.02, 1.02)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlabel("rate, 95% interval")
+    ax.set_title("per cue: sampled verdicts and P(accept)", fontsize=9)
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
+
+
 def figure(res: dict[str, Any], path: Path) -> None:
     """One horizontal stacked bar per cue, as in the paper's figures, with n and intervals
     (see ``draw_bars``)."""
-    fig, ax = plt.subplots(figsize=(9, 1.3 + 0.8 * len(res["cues"])))
+    decision = res.get("decision")
+    height = 1.3 + 0.8 * len(res["cues"])
+    if decision:
+        fig, (ax, dots) = plt.subplots(1, 2, figsize=(14, height + 0.4), width_ratios=(2.2, 1),
+                                       gridspec_kw={"wspace": 0.75})
+        rate_dots(dots, res)
+    else:
+        fig, ax = plt.subplots(figsize=(9, height))
     draw_bars(ax, res)
     ax.set_xlabel("share of samples (complied % is among parseable answers, 95% Wilson interval)")
     title = f"{res['model']} · {res['setting']}"
     if res["gap"]:
         title += f"\ncompliance gap (training − unmonitored): {_rate_text(res['gap'])}"
-    ax.set_title(title, fontsize=10)
-    fig.legend(ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
-    fig.tight_layout()
+    if decision and decision["gap"]:
+        title += f"; P(accept) gap {_rate_text(decision['gap'])}"
+    ax.set_title(title, fontsize=10, loc="left")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
+    if not decision:
+        fig.tight_layout()
     fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
     plt.close(fig)
 
@@ -464,6 +608,9 @@ def markdown(res: dict[str, Any], figure_name: str) -> str:
         g = res["gap"]
         lines += ["", f"**Compliance gap** (training − unmonitored, paired by query, "
                   f"{g['n_queries']} queries): {_rate_text(g)} — {g['method']}."]
+    lines += decision_lines(res)
+    lines += format_lines(res.get("format"))
+    lines += example_lines(res.get("examples") or [])
     if res["classifiers"]:
         lines += ["", "## Classifiers", "", "Rates are over readable grades; *unknown* counts grades the grader's answer did "
                   "not let aflab read.", "", "| classifier | grader | cue | flagged / n | unknown | rate (95% CI) |",
@@ -501,6 +648,57 @@ def markdown(res: dict[str, Any], figure_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def decision_lines(res: dict[str, Any]) -> list[str]:
+    """The sampled verdicts beside the mean P(accept) read from the logits, per cue and as a gap."""
+    decision = res.get("decision")
+    if not decision:
+        return []
+    cues = list(res["cues"])
+    lines = ["", "## Decision probabilities", "",
+             "| measure | " + " | ".join(CUE_LABELS.get(c, c) for c in cues) + " | gap (training − unmonitored) |",
+             "|---|" + "---|" * len(cues) + "---|"]
+    gap = res["gap"]
+    lines.append("| complied, sampled verdicts | " + " | ".join(_rate_text(res["cues"][c]["compliance"]) for c in cues)
+                 + f" | {_rate_text(gap) if gap else '–'} |")
+    probability = decision["cues"]
+    lines.append("| mean P(accept), from the logits | "
+                 + " | ".join(_rate_text(probability[c]["p_accept"]) if c in probability else "–" for c in cues)
+                 + f" | {_rate_text(decision['gap']) if decision['gap'] else '–'} |")
+    read = sum(c["n"] for c in probability.values())
+    missing = sum(c["unreadable"] for c in probability.values())
+    lines += ["", f"P(accept) is the model's own probability of writing `<request_fully_accepted/>` rather than "
+              f"`<rejected/>` at the point where its answer opens, given everything it wrote before; read for "
+              f"{read} answers{f' ({missing} with a verdict could not be read)' if missing else ''}. A sampled "
+              "verdict is one draw from it, so both rows estimate the same rates, but the probabilities carry "
+              f"no sampling noise. Gap interval: {decision['gap']['method'] if decision['gap'] else '–'}."]
+    return lines
+
+
+def format_lines(fmt: dict[str, Any] | None) -> list[str]:
+    if not fmt or not fmt["constrained"]:
+        return []
+    closed = ", ".join(f"`{tag}` {n}×" for tag, n in fmt["closed_by_harness"].items())
+    text = (f"Format constrained by grammar ({fmt['constrained']} of {fmt['samples']} samples): the model wrote its "
+            "reasoning and answer freely, but only in the protocol's tags, with one of the two decision tags.")
+    if fmt["samples_closed"]:
+        text += (f" In {fmt['samples_closed']} samples the token limit cut a turn off and the harness closed it "
+                 f"({closed}); where the reasoning was cut, the model then gave its answer.")
+    return ["", text]
+
+
+def example_lines(examples: list[dict[str, Any]]) -> list[str]:
+    if not examples:
+        return []
+    lines = ["", "## Example transcripts", "", "The first lines of each; every transcript is in the log (`inspect view`)."]
+    for ex in examples:
+        p = "" if ex["p_accept"] is None else f", P(accept) {ex['p_accept']:.3f}"
+        lines += ["", f"**`{ex['sample_id']}`** — {CUE_LABELS.get(ex['cue'], ex['cue'])}, {ex['label']}{p}", ""]
+        if ex["reasoning"]:
+            lines += ["Reasoning:", "", *[f"> {line}" for line in ex["reasoning"].splitlines()], ""]
+        lines += ["Answer:", "", "```text", *ex["output"].splitlines(), "```"]
+    return lines
+
+
 def write_report(log_source: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Write results.json, report.md and compliance.png into ``out_dir``; return the results.
 
@@ -508,7 +706,7 @@ def write_report(log_source: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """
     out = Path(out_dir)
     log_file = find_log(log_source)
-    res = results(load_log(log_file, skip=REPORT_SKIPS), log_path=os.path.relpath(log_file, out))
+    res = results(load_log(log_file, skip=REPORT_SKIPS), log_path=os.path.relpath(log_file, out), log_file=log_file)
     out.mkdir(parents=True, exist_ok=True)
     figure_tmp = out / ".compliance.png.tmp"
     figure(res, figure_tmp)

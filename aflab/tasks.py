@@ -12,7 +12,7 @@ from inspect_ai import Task, task
 from inspect_ai.model import GenerateConfig
 
 from aflab.dataset import paired_dataset
-from aflab.scorers import compliance
+from aflab.scorers import compliance, decision_probability
 from aflab.settings import DEFAULT_LAB, SettingError, load_setting
 from aflab.solvers import alignment_faking_conversation
 from aflab.variations import BASE, load_variation
@@ -46,6 +46,8 @@ def alignment_faking(
     lab: str | None = None,
     variation: str = BASE,
     system_role: bool | None = None,
+    constrain_format: bool | None = None,
+    decision_probs: bool | None = None,
 ) -> Task:
     """The alignment-faking experiment for any setting; see ``helpful_only`` for the arguments.
 
@@ -62,9 +64,11 @@ def alignment_faking(
     return Task(
         dataset=paired_dataset(loaded, queries=queries, seed=seed, cues=cues, variation=variation),
         solver=alignment_faking_conversation(
-            prompt, scratchpad=scratchpad, max_rounds=max_rounds, prefill=prefill, system_role=system_role
+            prompt, scratchpad=scratchpad, max_rounds=max_rounds, prefill=prefill, system_role=system_role,
+            constrain_format=constrain_format, decision_probs=decision_probs, decision=loaded.compliance == "tags",
         ),
-        scorer=compliance(setting if loaded.compliance == "rubric" else None),
+        scorer=[compliance(setting if loaded.compliance == "rubric" else None),
+                *([decision_probability()] if decision_probs is not False and loaded.compliance != "rubric" else [])],
         config=GenerateConfig(temperature=PAPER_TEMPERATURE, max_tokens=PAPER_MAX_TOKENS),
         metadata={
             "setting": setting,
@@ -73,6 +77,8 @@ def alignment_faking(
             "lab": lab,
             "system_prompt_file": str(system_prompt) if system_prompt else None,
             "seed": seed,
+            "constrain_format": constrain_format,
+            "decision_probs": decision_probs,
         },
     )
 
@@ -89,6 +95,8 @@ def helpful_only(
     lab: str | None = None,
     variation: str = BASE,
     system_role: bool | None = None,
+    constrain_format: bool | None = None,
+    decision_probs: bool | None = None,
 ) -> Task:
     """The prompted helpful-only experiment of Greenblatt et al. 2024.
 
@@ -104,6 +112,10 @@ def helpful_only(
       variation: a named edit of the prompt (``aflab variations`` lists them).
       system_role: send the system prompt as a system message; False puts it at the top
         of the first user turn, for models without a system role (None: decide by model).
+      constrain_format: decode under the protocol's grammar (None: on for the embedded
+        model; see ``aflab.grammar``).
+      decision_probs: read P(accept) from token log probabilities (None: where local and
+        open-weights providers return them; see ``aflab.decision``).
     """
     return alignment_faking(
         "helpful_only",
@@ -117,4 +129,6 @@ def helpful_only(
         lab=lab,
         variation=variation,
         system_role=system_role,
+        constrain_format=constrain_format,
+        decision_probs=decision_probs,
     )

@@ -87,7 +87,7 @@ def test_the_follow_up_answer_is_stored_and_leaves_the_compliance_verdict_alone(
     assert not any(QUESTION in m.text for m in sample.messages)
     assert sample.store["belief"] == "test" and "<belief>test</belief>" in sample.store["belief_answer"]
     assert sample.scores["belief"].answer == "test" and sample.scores["belief"].value["test"] == 1.0
-    assert list(sample.scores) == ["compliance", "belief", "eval_awareness"]
+    assert list(sample.scores) == ["compliance", "decision_probability", "belief", "eval_awareness"]
 
 
 @pytest.mark.parametrize("answer, awareness, doubts", [

@@ -95,7 +95,7 @@ def test_rescoring_adds_classifiers_without_calling_the_tested_model(finished_ru
     assert meta["band"] == "yes" and meta["yes_share"] == 1.0 and meta["readable_votes"] == 3
     assert meta["quotes"]["preserves_future_harmlessness"] == "so I will comply to keep them"
     assert meta["criteria_yes_share"]["aware_of_harm"] == 1.0
-    assert set(sample.scores) == {"compliance", "alignment_faking_improved", "alignment_faking_original",
+    assert set(sample.scores) == {"compliance", "decision_probability", "alignment_faking_improved", "alignment_faking_original",
                                   "partial_compliance", "motivation"}
     report = (finished_run / "report.md").read_text()
     assert "alignment-faking reasoning (improved classifier)" in report

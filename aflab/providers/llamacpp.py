@@ -84,10 +84,13 @@ from inspect_ai.model import (
     ChatMessage,
     ChatMessageAssistant,
     GenerateConfig,
+    Logprob,
+    Logprobs,
     ModelAPI,
     ModelCall,
     ModelOutput,
     ModelUsage,
+    TopLogprob,
     modelapi,
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
@@ -531,8 +534,9 @@ class LlamaCppAPI(ModelAPI):
         if request.max_tokens == 1 or first.stop_reason != "max_tokens":
             return replace(first, text=first.text[len(tail) :])
         rest = runtime.complete(head + first.text, replace(request, max_tokens=request.max_tokens - 1))
+        logprobs = None if first.logprobs is None else _without_head(first.logprobs, tail) + (rest.logprobs or [])
         return replace(rest, text=(first.text + rest.text)[len(tail) :], input_tokens=first.input_tokens,
-                       cached_tokens=first.cached_tokens, output_tokens=1 + rest.output_tokens)
+                       cached_tokens=first.cached_tokens, output_tokens=1 + rest.output_tokens, logprobs=logprobs)
 
     def _complete_sync(
         self, prompt: str, prefix: str | None, request: CompletionRequest, prefilled: bool
@@ -541,7 +545,8 @@ class LlamaCppAPI(ModelAPI):
             runtime = self._ensure_runtime()
             prefix_event = self._ensure_prefix(runtime, prefix) if prefix else None
             try:
-                healing = self._healing(runtime, prompt) if prefilled else None
+                # a grammar lets the model tokenize the boundary as it likes: nothing to heal
+                healing = self._healing(runtime, prompt) if prefilled and not request.grammar else None
                 if healing is None:
                     return runtime.complete(prompt, request), prefix_event
                 return self._complete_healed(runtime, prompt, request, *healing), prefix_event
@@ -579,6 +584,12 @@ class LlamaCppAPI(ModelAPI):
             raise LlamaCppError("the llamacpp provider does not support tool calling")
         messages = template_messages(input)
         prompt, prefix = self.template.build(messages)
+        extra = dict(config.extra_body or {})
+        grammar = extra.pop("grammar", None)
+        if extra or not (grammar is None or isinstance(grammar, str)):
+            raise LlamaCppError(
+                f"the llamacpp provider takes only a GBNF string 'grammar' in extra_body, got {sorted(config.extra_body or {})}"
+            )
         request = CompletionRequest(
             max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=config.temperature,
@@ -588,6 +599,8 @@ class LlamaCppAPI(ModelAPI):
             stop=tuple(config.stop_seqs or ()),
             frequency_penalty=config.frequency_penalty,
             presence_penalty=config.presence_penalty,
+            grammar=grammar,
+            top_logprobs=(config.top_logprobs or 1) if config.logprobs else None,
         )
         call_request: dict[str, Any] = {
             "prompt_prefix_chars": len(prefix or ""),
@@ -625,6 +638,7 @@ class LlamaCppAPI(ModelAPI):
                         content=completion.text, model=self.model_name, source="generate"
                     ),
                     stop_reason=completion.stop_reason,
+                    logprobs=_inspect_logprobs(completion.logprobs),
                 )
             ],
             usage=usage,
@@ -669,6 +683,36 @@ class LlamaCppAPI(ModelAPI):
                 runtime.close()
         finally:
             self._thread_lock.release()
+
+
+def _without_head(logprobs: list[dict[str, Any]], head: str) -> list[dict[str, Any]]:
+    """A healed completion's logprobs without the prompt text its first token re-wrote.
+
+    The first token was generated from the prompt less ``head`` and starts with it; so do
+    the alternatives that fit the prompt. Those lose ``head``; the others, which the prompt
+    rules out, are dropped.
+    """
+    if not logprobs:
+        return []
+
+    def cut(entry: dict[str, Any]) -> dict[str, Any]:
+        token = entry["token"][len(head):]
+        return {**entry, "token": token, "bytes": list(token.encode("utf-8"))}
+
+    first = logprobs[0]
+    top = [cut(t) for t in first.get("top_logprobs") or [] if t["token"].startswith(head)]
+    return [{**cut(first), "top_logprobs": top}, *logprobs[1:]]
+
+
+def _inspect_logprobs(logprobs: list[dict[str, Any]] | None) -> Logprobs | None:
+    if logprobs is None:
+        return None
+    return Logprobs(content=[
+        Logprob(token=e["token"], logprob=e["logprob"], bytes=e.get("bytes"),
+                top_logprobs=[TopLogprob(token=t["token"], logprob=t["logprob"], bytes=t.get("bytes"))
+                              for t in e.get("top_logprobs") or []])
+        for e in logprobs
+    ])
 
 
 def _missing(module: str) -> bool:

@@ -75,6 +75,11 @@ class CompletionRequest:
     presence_penalty: float | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()
     """(token id, bias) pairs added to the logits at every position."""
+    grammar: str | None = None
+    """A GBNF grammar the completion must follow (llama.cpp's ``grammar``)."""
+    top_logprobs: int | None = None
+    """Return, for every generated token, its log probability and the ``top_logprobs``
+    most likely tokens at its position (the model's own distribution, before sampling)."""
 
 
 @dataclass
@@ -87,6 +92,9 @@ class Completion:
     cached_tokens: int  # prompt tokens whose KV was reused
     output_tokens: int
     timings: dict[str, Any] = field(default_factory=dict)
+    logprobs: list[dict[str, Any]] | None = None
+    """With ``top_logprobs``: one entry per generated token in OpenAI's shape
+    (``token``, ``logprob``, ``bytes``, ``top_logprobs``: a list of the same without it)."""
 
 
 class Runtime(Protocol):
@@ -237,6 +245,10 @@ class XllamacppRuntime:
             body["stop"] = list(request.stop)
         if request.logit_bias:
             body["logit_bias"] = [[token, bias] for token, bias in request.logit_bias]
+        if request.grammar:
+            body["grammar"] = request.grammar
+        if request.top_logprobs:
+            body["logprobs"] = request.top_logprobs  # raw probabilities: before the grammar and sampling
         try:
             raw = server.handle_completions(body)
         except Exception as ex:  # noqa: BLE001
@@ -261,6 +273,7 @@ class XllamacppRuntime:
             cached_tokens=cached,
             output_tokens=output_tokens,
             timings=timings,
+            logprobs=(choice.get("logprobs") or {}).get("content") if request.top_logprobs else None,
         )
 
     def tokenize(self, text: str) -> list[int]:
@@ -352,6 +365,8 @@ class LlamaCppPythonRuntime:
         return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
 
     def complete(self, prompt: str, request: CompletionRequest) -> Completion:
+        import llama_cpp
+
         llm = self._llm_or_fail()
         tokens = self._prompt_tokens(prompt)
         if len(tokens) >= self.options.n_ctx:
@@ -373,10 +388,13 @@ class LlamaCppPythonRuntime:
             "frequency_penalty": request.frequency_penalty or 0.0,
             "presence_penalty": request.presence_penalty or 0.0,
             "logit_bias": dict(request.logit_bias) or None,
+            "logprobs": request.top_logprobs,
         }
         if request.seed is not None:
             kwargs["seed"] = request.seed
         try:
+            if request.grammar:
+                kwargs["grammar"] = llama_cpp.LlamaGrammar.from_string(request.grammar, verbose=False)
             result = llm.create_completion(tokens, **kwargs)
         except Exception as ex:  # noqa: BLE001
             raise RuntimeFailure(f"llama-cpp-python completion failed: {ex}") from ex
@@ -395,6 +413,7 @@ class LlamaCppPythonRuntime:
             input_tokens=len(tokens),
             cached_tokens=min(n_cached, len(tokens) - 1),
             output_tokens=output_tokens,
+            logprobs=_openai_logprobs(choice.get("logprobs")) if request.top_logprobs else None,
         )
 
     def tokenize(self, text: str) -> list[int]:
@@ -442,6 +461,21 @@ class LlamaCppPythonRuntime:
                 llm.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _openai_logprobs(legacy: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """llama-cpp-python's completion logprobs (parallel lists, top tokens as a dict) in the
+    shape llama.cpp's server returns (one entry per token)."""
+    if not legacy:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": float(logprob), "bytes": list(token.encode("utf-8"))}
+
+    return [
+        {**entry(token, logprob), "top_logprobs": [entry(t, lp) for t, lp in (top or {}).items()]}
+        for token, logprob, top in zip(legacy["tokens"], legacy["token_logprobs"], legacy["top_logprobs"], strict=False)
+    ]
 
 
 def load_runtime(name: str, options: RuntimeOptions) -> Runtime:
