@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from aflab.experiment import run_experiment
     from aflab.tasks import PAPER_MAX_TOKENS, alignment_faking
 
-    from aflab.solvers import LOGPROB_PROVIDERS
+    from aflab.solvers import GRAMMAR_PROVIDERS, LOGPROB_PROVIDERS
 
     provider = args.model.split("/", 1)[0]
     embedded = provider == EMBEDDED_PROVIDER
@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         model_args.setdefault("responses_api", False)
         console.print("[yellow]note:[/yellow] Inspect takes an unknown openai/<name> for a frontier OpenAI model "
                       "(no temperature, a developer role); for a local server use openai-api/<service>/<model>")
+    if args.constrain_format and provider not in GRAMMAR_PROVIDERS:
+        raise CliError(f"--constrain-format needs a model that decodes under a grammar ({', '.join(sorted(GRAMMAR_PROVIDERS))}: "
+                       f"the embedded model, llama.cpp or vLLM servers), not {provider}")
     if not embedded:  # the embedded model is checked when it loads its weights
         _check_model(args.model, args.model_base_url, model_args)
     _check_writable(out)

@@ -114,6 +114,8 @@ def _walk(tokens: list[Logprob], accept: bytes, reject: bytes, first_index: int)
             break
         path += token.logprob
         accept, reject = accept[len(taken) :], reject[len(taken) :]
+    else:
+        return _unreadable("the answer ends before it tells the two tags apart")
     valid = masses["accept"] + masses["reject"]
     if valid <= 0:
         return Decision(None, masses["accept"], masses["reject"], masses["unresolved"], first_index,

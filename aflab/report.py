@@ -550,7 +550,8 @@ def rate_dots(ax: Axes, res: dict[str, Any]) -> None:
             if not interval or interval["estimate"] is None:
                 continue
             est, low, high = interval["estimate"], interval["low"], interval["high"]
-            ax.errorbar(est, row + shift, xerr=[[est - low], [high - est]], fmt=marker, color=colour, capsize=3,
+            xerr = None if low is None or high is None else [[est - low], [high - est]]  # one query: no interval
+            ax.errorbar(est, row + shift, xerr=xerr, fmt=marker, color=colour, capsize=3,
                         label=name if row == 0 else None)
     ax.set_yticks(range(len(cues)), [])  # the rows of the bars beside it, whose labels they share
     ax.set_ylim(len(cues) - 0.5, -0.5)

@@ -20,9 +20,9 @@ pytestmark = [
 
 
 def test_default_model_runs_one_query_under_both_cues(tmp_path, capsys):
+    """Out of the box: no scratchpad, the protocol's grammar, P(accept) from the logits."""
     out = tmp_path / "run"
-    argv = ["run", "--limit", "1", "--max-tokens", "48", "--max-rounds", "2",
-            "--temperature", "0", "--seed", "0", "--out", str(out)]
+    argv = ["run", "--limit", "1", "--max-tokens", "24", "--temperature", "0", "--seed", "0", "--out", str(out)]
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 0
@@ -33,13 +33,17 @@ def test_default_model_runs_one_query_under_both_cues(tmp_path, capsys):
         assert cue["n"] == 1 and sum(cue[c] for c in CATEGORIES) == 1
         assert cue["error"] == 0
     assert "not evidence about how frontier models behave" in res["notes"][0]
+    assert sum(c["malformed"] for c in res["cues"].values()) == 0, res["failures"]
+    assert res["format"]["constrained"] == 2 and res["options"]["scratchpad"] is False
+    assert all(c["n"] == 1 and 0 < c["p_accept"]["estimate"] < 1 for c in res["decision"]["cues"].values())
+    assert "Format constrained by grammar" in (out / "report.md").read_text()
     assert (out / "compliance.png").stat().st_size > 10_000
     log = read_eval_log(str(out / res["log"]))
     for sample in log.samples:
         assert sample.messages[0].role == "system" and "RLHF" in sample.messages[0].text
-        # the embedded provider takes a prefill: every assistant turn starts with "<"
-        assert all(m.text.startswith("<") for m in sample.messages if m.role == "assistant")
-        assert sample.output.usage.output_tokens <= 48
+        # under the grammar the answer opens with the output tag and a decision tag
+        assert sample.messages[-1].text.startswith("<OUTPUT>")
+        assert sample.output.usage.output_tokens <= 24
     assert "compliance gap" in capsys.readouterr().out
 
     # the same command again finds the run finished and calls no model

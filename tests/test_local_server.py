@@ -117,3 +117,31 @@ def test_run_against_openai_compatible_local_server(
         assert sample.output.usage is not None and 0 < sample.output.usage.output_tokens <= 16
     # a loopback server costs nothing, whatever the model is called
     assert res["cost"]["total"] == 0
+
+
+def test_constrained_format_and_decision_probabilities_through_the_server(
+    llama_server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same options as on the embedded model: the grammar goes to llama.cpp's server as
+    its `grammar` field, log probabilities come back through Inspect's openai-api provider."""
+    base_url, key = llama_server
+    monkeypatch.setenv("LLAMACPP_API_KEY", key)
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text(SHORT_PROMPT, encoding="utf-8")
+    out = tmp_path / "run"
+    model = f"openai-api/llamacpp/{SERVED_NAME}"
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--model", model, "--model-base-url", base_url, "--limit", "2", "--no-scratchpad",
+              "--constrain-format", "--system-prompt", str(prompt), "--max-tokens", "12", "--seed", "0",
+              "--out", str(out)])
+    assert exit_.value.code == 0
+    res = json.loads((out / "results.json").read_text())
+    assert sum(c["malformed"] for c in res["cues"].values()) == 0, res["failures"]
+    assert res["format"]["constrained"] == 4
+    assert all(c["n"] == 2 and c["unreadable"] == 0 for c in res["decision"]["cues"].values()), res["decision"]
+    log = read_eval_log(str(out / res["log"]))
+    for sample in log.samples or []:
+        assert sample.messages[-1].text.startswith("<OUTPUT>")
+        call = next(e for e in sample.events if e.event == "model").call
+        assert call.request["extra_body"]["grammar"]  # sent to the server (the log keeps it as an attachment)
+        assert 0 < sample.scores["decision_probability"].value["p_accept"] < 1
