@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aflab.providers import EMBEDDED_PROVIDER
@@ -623,5 +624,5 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.exit(args.func(args))
     except (CliError, SettingError, ReportError, LabelsError, CostError, SweepError) as e:
-        console.print(f"[red]aflab: {e}[/red]", highlight=False, soft_wrap=True)
+        console.print(f"[red]aflab: {escape(str(e))}[/red]", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -333,3 +333,18 @@ def test_gguf_models_load_through_transformers_gguf_reader(tmp_path, tiny_model)
         hf_source(f"llamacpp/{tmp_path / 'missing.gguf'}")
     with pytest.raises(CliError, match="unknown llamacpp model 'nonsense'"):
         check_model_source("llamacpp/nonsense")
+
+
+def test_training_without_the_train_extra_says_how_to_install_it(monkeypatch, capsys):
+    """The first install leaves torch out: the command names the extra and the command to add it."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    from aflab.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "sft", "--model", "x", "--data", "docs.jsonl", "--out", "o"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs the [train] extra (torch missing)" in err and "./dev install train" in err

@@ -685,6 +685,9 @@ def _key(*identity: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Capture, probe, optionally steer, and write probes.json, probes.md and the figures."""
+    from aflab.training import require_train_extra
+
+    require_train_extra("aflab probe activations")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -13,3 +13,24 @@ Everything heavy (torch, transformers, peft, trl) is imported inside functions, 
 ``aflab --help`` stays fast. Multi-GPU and multi-node runs go through ``accelerate launch``;
 see docs/training.md.
 """
+
+from __future__ import annotations
+
+TRAIN_MODULES = ("torch", "transformers", "peft", "trl", "accelerate", "gguf")
+"""What the ``[train]`` extra installs; ``aflab run`` needs none of it."""
+
+
+def require_train_extra(command: str) -> None:
+    """Refuse, in one line, to start ``command`` without the ``[train]`` extra.
+
+    The first install (``./dev run``) leaves torch out: it is most of the download and only
+    training and activation probes need it.
+    """
+    import importlib.util
+
+    from aflab.cli import CliError
+
+    missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(f"{command} needs the [train] extra ({', '.join(missing)} missing): run ./dev install train "
+                       "(in a checkout), or pip install 'aflab[train]'")

@@ -35,11 +35,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> None:
     """Run a training command outside ``aflab`` (``python -m aflab.training.sft`` under
     ``accelerate launch``), reporting bad input in one line as ``aflab`` does."""
+    from rich.markup import escape
+
     from aflab.cli import CliError, console
     from aflab.settings import SettingError
 
     try:
         sys.exit(func(args))
     except (CliError, SettingError) as e:
-        console.print(f"[red]aflab: {e}[/red]", highlight=False, soft_wrap=True)
+        console.print(f"[red]aflab: {escape(str(e))}[/red]", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -149,6 +149,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aflab.training import require_train_extra
+
+    require_train_extra("aflab train expert-iteration")
     from aflab.cli import console
     from aflab.training.rl import objective_from
     from aflab.training.sft import SftOptions

@@ -204,6 +204,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aflab.training import require_train_extra
+
+    require_train_extra("aflab train rl")
     from aflab.cli import console
 
     options = RlOptions(

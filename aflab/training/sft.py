@@ -327,6 +327,9 @@ def options_from(args: argparse.Namespace) -> SftOptions:
 
 def run(args: argparse.Namespace) -> int:
     """``aflab train sft``: train, then say where the adapter (and merged model) went."""
+    from aflab.training import require_train_extra
+
+    require_train_extra("aflab train sft")
     from aflab.cli import console
 
     result = train_sft(args.model, args.data, args.out, options_from(args), merge=args.merge)
