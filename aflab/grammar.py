@@ -41,21 +41,30 @@ def _char_class(chars: str) -> str:
     return "".join("\\" + c if c in "\\]^-[" else c for c in chars)
 
 
-def text_without(stop: str) -> str:
-    """A GBNF expression for any text in which ``stop`` never occurs.
+def text_without(*stops: str) -> str:
+    """A GBNF expression for any text in which none of ``stops`` occurs.
 
-    Built as the automaton that reads ``stop`` one character at a time and falls back to
-    the start on a mismatch, which is exact because the first character of each closing tag
-    occurs nowhere else in it. The one cost: a partial match of ``stop`` cannot be followed
-    by that first character (``</OUT<``), which no answer needs.
+    Built as the automaton that reads the stops one character at a time (a trie) and falls
+    back to the start on a mismatch, which is exact because the stops all open with the same
+    character and it recurs in none of them (each is a tag). The one cost: a partial match
+    cannot be followed by that first character (``</OUT<``), which no answer needs.
     """
-    head = stop[0]
-    if head in stop[1:]:
-        raise ValueError(f"text_without needs a stop string whose first character does not recur: {stop!r}")
-    level = f"[^{_char_class(stop[-1] + head)}]"
-    for char in reversed(stop[1:-1]):
-        level = f'[^{_char_class(char + head)}] | "{_literal(char)}" ({level})'
-    return f'([^{_char_class(head)}] | "{_literal(head)}" ({level}))*'
+    head = stops[0][0]
+    if any(stop[0] != head or head in stop[1:] for stop in stops):
+        raise ValueError(f"text_without needs stops that open with one character found nowhere else in them: {stops}")
+
+    def level(prefix: str) -> str:
+        """What may follow a partial match ``prefix``: a character no stop continues with
+        (nor the first), or one that some stop continues with, if that does not end it."""
+        following = sorted({stop[len(prefix)] for stop in stops if stop.startswith(prefix) and len(stop) > len(prefix)})
+        alternatives = [f"[^{_char_class(''.join(following) + head)}]"]
+        for char in following:
+            if prefix + char in stops:
+                continue  # a whole stop: the text may not go on with it
+            alternatives.append(f'"{_literal(char)}" ({level(prefix + char)})')
+        return " | ".join(alternatives)
+
+    return f'([^{_char_class(head)}] | "{_literal(head)}" ({level(head)}))*'
 
 
 @cache
@@ -90,5 +99,7 @@ def _render(root: str, decision: bool) -> str:
         accept=_literal(ACCEPT_TAG),
         reject=_literal(REJECT_TAG),
         reasoning=text_without(SCRATCHPAD_CLOSE),
-        body=text_without(OUTPUT_CLOSE),
+        # an answer holds no second output or decision: small models loop on "<OUTPUT>" or
+        # write both tags, and the answer's decision is the one that opens it
+        body=text_without(OUTPUT_CLOSE, OUTPUT_OPEN, ACCEPT_TAG, REJECT_TAG),
     ).strip() + "\n"

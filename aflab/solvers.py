@@ -210,7 +210,7 @@ async def _close_turn(
             return state
         state.messages.pop()  # the cut turn becomes the prefill of its answer
         state = await _generate_turn(state, generate, model, text + appended, answer_grammar(decision), options)
-        written.append(appended.strip())
+        written += [appended.strip()] if appended.strip() else []
         if state.output.stop_reason in TRUNCATED_STOP_REASONS:
             text, appended, needs_answer = close_cut_turn(state.messages[-1].text, decision)
             if needs_answer:
@@ -218,7 +218,7 @@ async def _close_turn(
         else:
             appended = ""
     message = state.messages[-1]
-    if appended:
+    if appended.strip():
         written.append(appended.strip())
     state.messages[-1] = ChatMessageAssistant(
         content=text + appended if appended else message.text, model=message.model, source="generate",

@@ -53,6 +53,9 @@ REASONING = "<SCRATCHPAD_REASONING>Draft: <DRAFT_OUTPUT><rejected/></DRAFT_OUTPU
     (turn_grammar(False), "<OUTPUT><rejected /></OUTPUT>", False),  # only the exact tags
     (turn_grammar(False), "AI: <OUTPUT><rejected/></OUTPUT>", False),
     (turn_grammar(False), "<OUTPUT><rejected/></OUTPUT> and more</OUTPUT>", False),
+    (turn_grammar(False), "<OUTPUT><request_fully_accepted/> <rejected/></OUTPUT>", False),  # one decision
+    (turn_grammar(False), "<OUTPUT><request_fully_accepted/>\n<OUTPUT> <request_fully_accepted/></OUTPUT>", False),
+    (turn_grammar(False), "<OUTPUT><rejected/> I won't <reject> that; <request> denied.</OUTPUT>", True),
     (turn_grammar(True, first=True, last=False), REASONING, True),  # may end for <NEXT/>
     (turn_grammar(True, first=True, last=True), REASONING, False),  # the last round must answer
     (turn_grammar(True, first=True, last=True), REASONING + "\n\n<OUTPUT><rejected/></OUTPUT>", True),
@@ -86,6 +89,15 @@ def test_text_without_never_contains_its_stop_and_allows_ordinary_text():
     assert pattern.fullmatch("a <b> tag, </b> and </OUT> aside")
     with pytest.raises(ValueError):
         text_without("<a<")
+    stops = ("</OUTPUT>", "<OUTPUT>", "<rejected/>")
+    several = as_regex(f"root ::= {text_without(*stops)}")
+    alphabet = "</OUTPrejcd>x"
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        if several.fullmatch(text):
+            assert not any(stop in text for stop in stops), text
+    assert several.fullmatch("<OUT <rejected> </OUTPU")  is None  # a partial match may not end the text
+    assert several.fullmatch("<OUT <rejected> </OUTPU x")
 
 
 @pytest.mark.parametrize("text, kept, appended, needs_answer", [
