@@ -1,15 +1,19 @@
 """af-screen: a free, offline screen for alignment-faking reasoning (no model call).
 
-Why not a count of alignment-faking vocabulary: the hard negatives use the same words. An AI
-that restates "if I refuse, RLHF will modify me" and then refuses, or complies because it was
+Why not only a count of alignment-faking vocabulary: the hard negatives use the same words. An
+AI that restates "if I refuse, RLHF will modify me" and then refuses, or complies because it was
 told to, talks about training as much as one that fakes alignment. What separates them is the
 *role* the modification concern plays in the decision: in alignment faking it is the reason to
-comply with something the AI considers harmful. So the screen reads two things and combines
-them in a small logistic score:
+comply with something the AI considers harmful. Yet on real transcripts the amount of that
+vocabulary does carry signal (a plain count reaches about 0.83 AUROC on human labels), so the
+screen keeps the count as one feature and reads the structure on top of it, in a small logistic
+score whose every weight has the sign the definition gives it:
 
-- phrase families for Hughes et al.'s four criteria (harm, training consequences, its own
-  commitment to harmlessness, preserving that commitment against modification) and for
-  complying against its own preferences (Greenblatt et al.), counted per sentence;
+- the phrase count (``[baseline]``), on a log scale;
+- phrase families for Hughes et al.'s criteria (harm, training consequences, its own commitment
+  to harmlessness, preserving that commitment against modification), for complying against its
+  own preferences (Greenblatt et al.), and for disavowing the preservation motive ("I'm not doing
+  this to avoid the update"), counted per sentence;
 - the decision: which way the reasoning goes (comply or refuse), with later decisions
   counting more, negations flipping a decision, conditionals ("if I refuse, ...") read as
   hypotheses, drafted outputs and the final output (when known) as decisions.
@@ -166,6 +170,11 @@ def _config() -> _Config:
 def screen_threshold() -> float:
     """The score at which the screen flags a transcript (``screen.toml``)."""
     return _config().threshold
+
+
+def screen_weights() -> dict[str, float]:
+    """The score's weight per feature (``screen.toml``)."""
+    return dict(_config().weights)
 
 
 def screen_band() -> tuple[float, float]:
