@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULT_MARK = "@@RESULT "
 SCHEMA = "aflab.benchmarks/1"
-SECTIONS = ("harness", "cost", "memory", "scale", "embedded", "activations")
+SECTIONS = ("harness", "cost", "memory", "scale", "embedded", "default", "activations")
 
 MODES: dict[str, dict[str, Any]] = {
     "full": {
@@ -57,6 +57,7 @@ MODES: dict[str, dict[str, Any]] = {
         ],
         "embedded_system_chars": None, "embedded_gen_tokens": 64,
         "embedded_run_n": 20, "embedded_run_system_chars": 1500,
+        "default_run": True,
         # activation capture: 8 prompts after a cached system prompt against 2 run whole (~70 s each)
         "activations": {"queries": 4, "whole": 2, "batch_size": 4, "layer": 14, "tokens": 8},
     },
@@ -66,6 +67,7 @@ MODES: dict[str, dict[str, Any]] = {
         "scale_baselines": ["full"],
         "embedded_system_chars": 300, "embedded_gen_tokens": 8,
         "embedded_run_n": 0, "embedded_run_system_chars": 300,
+        "default_run": False,  # two runs of ./dev run's main job: minutes
         "activations": None,  # loading the embedded model into transformers alone takes ~40 s
     },
 }
@@ -412,6 +414,32 @@ def bench_embedded(cfg: dict[str, Any], scratch: Path, out: Results, threads: in
             _ratio(r["load_s"]["aflab"], r["load_s"]["direct"]), "aflab / direct")
 
 
+def bench_default(cfg: dict[str, Any], scratch: Path, out: Results) -> None:
+    """``./dev run``'s main job, cold (no saved prompt prefix) and warm: its wall time against
+    llama.cpp's own compute in the same run, so that time lost outside generation shows."""
+    if not cfg["default_run"]:
+        out.skipped["default"] = "full mode only (two runs of the default job take minutes)"
+        return
+    try:
+        r = run_worker("default_run", {"cache": str(scratch / "default-cache"), "out": str(scratch / "default")},
+                       scratch, timeout=1800)
+    except WorkerFailed as ex:
+        (out.skipped if _unavailable(ex) else out.failures)["default"] = str(ex)
+        return
+    out.raw["default"] = r
+    for name, x in r["runs"].items():
+        compute = x["prompt_s"] + x["generate_s"] + x["prefix_s"]
+        tokens = x["prompt_tokens"] + x["generated_tokens"]
+        out.add("default", f"./dev run's job ({name}): wall time", x["wall_s"], "s",
+                "llama.cpp's own compute in it", compute, _ratio(compute, x["wall_s"]), "compute / wall", "≥ 0.8",
+                compute / x["wall_s"] >= 0.8,
+                f"{x['samples']} samples ({x['queries']} paired queries), {x['malformed']} malformed; "
+                f"{x['prompt_tokens']} prompt tokens at {x['prompt_tokens'] / max(x['prompt_s'], 1e-9):.1f} tok/s, "
+                f"{x['generated_tokens']} generated at {x['generated_tokens'] / max(x['generate_s'], 1e-9):.1f} tok/s"
+                + (f", system prompt prefilled once in {x['prefix_s']:.0f} s" if x["prefix_s"] > 1 else "")
+                + f"; {tokens / x['wall_s']:.1f} tokens/s over the whole run")
+
+
 def bench_memory(cfg: dict[str, Any], scratch: Path, out: Results, threads: int, build: bool) -> str | None:
     """Peak RSS of runs on the mock model and the embedded model. With ``build``, the mock
     run's process then writes the scale benchmark's big log (after its measurement)."""
@@ -603,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the embedded model's two sides one after the other (default: at the same "
                              "moment, so that both see the same machine load)")
     parser.add_argument("--only", default=",".join(SECTIONS),
-                        help="comma-separated subset of: harness, cost, memory, scale, embedded, activations")
+                        help="comma-separated subset of: " + ", ".join(SECTIONS))
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the results (default benchmarks/results.json; with --quick "
                              "benchmarks/results-quick.json, with --only a subset benchmarks/results-partial.json, "
@@ -630,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_scale(cfg, scratch, res, big_log)
         if "embedded" in only:
             bench_embedded(cfg, scratch, res, args.threads, not args.embedded_sequential)
+        if "default" in only:
+            bench_default(cfg, scratch, res)
         if "activations" in only:
             bench_activations(cfg, scratch, res)
     finally:

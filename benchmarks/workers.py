@@ -194,6 +194,52 @@ def embedded_run(spec: dict[str, Any]) -> dict[str, Any]:
             "load_and_first_s": load_s, "baseline_rss_mb": baseline, "peak_rss_mb": peak_rss_mb()}
 
 
+def default_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """``aflab run`` as ``./dev run`` calls it, twice: first with no saved prompt prefix (a
+    new machine's first run), then again into a new folder (the prefix restored). Per run:
+    wall time, and llama.cpp's own compute time and token counts summed over the log."""
+    from inspect_ai.log import read_eval_log
+
+    from aflab.cli import main
+    from aflab.providers.weights import cache_dir
+
+    weights = cache_dir() / "models"
+    os.environ["AFLAB_CACHE_DIR"] = str(Path(spec["cache"]))
+    (Path(spec["cache"])).mkdir(parents=True, exist_ok=True)
+    models = Path(spec["cache"]) / "models"
+    if not models.exists():
+        models.symlink_to(weights)  # the joined weights are shared; the KV prefix starts cold
+    runs = {}
+    for name in ("cold", "warm"):
+        out = Path(spec["out"]) / name
+        start = time.perf_counter()
+        try:
+            main(["run", "--out", str(out)])
+        except SystemExit as exit_:
+            if exit_.code:
+                raise RuntimeError(f"aflab run exited {exit_.code}") from None
+        wall = time.perf_counter() - start
+        res = json.loads((out / "results.json").read_text())
+        log = read_eval_log(str(log_path(out, res)))
+        totals = {"prompt_tokens": 0, "prompt_s": 0.0, "generated_tokens": 0, "generate_s": 0.0, "prefix_s": 0.0}
+        for sample in log.samples or []:
+            for event in sample.events:
+                if event.event != "model":
+                    continue
+                meta = event.output.metadata or {}
+                timings = meta.get("timings") or {}
+                totals["prompt_tokens"] += timings.get("prompt_n", 0)
+                totals["prompt_s"] += timings.get("prompt_ms", 0) / 1000
+                totals["generated_tokens"] += timings.get("predicted_n", 0)
+                totals["generate_s"] += timings.get("predicted_ms", 0) / 1000
+                totals["prefix_s"] += (meta.get("prefix_cache") or {}).get("seconds", 0)
+        runs[name] = {"wall_s": wall, **totals, "samples": sum(c["n"] for c in res["cues"].values()),
+                      "queries": (res["gap"] or {}).get("n_queries"),
+                      "malformed": sum(c["malformed"] for c in res["cues"].values()),
+                      "gap": res["gap"], "decision_gap": (res["decision"] or {}).get("gap")}
+    return {"runs": runs, "peak_rss_mb": peak_rss_mb()}
+
+
 # ------------------------------------------------------------------------------------
 # scale: report on a large log
 
@@ -639,7 +685,7 @@ def imports(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 WORKERS = {f.__name__: f for f in (imports, harness, openai_loop, mock_run, embedded_run, scale_build, scale_report,
-                                    scale_read, cost, embedded, activations)}
+                                    scale_read, cost, embedded, activations, default_run)}
 
 if __name__ == "__main__":
     name, spec_text = sys.argv[1], sys.argv[2]
