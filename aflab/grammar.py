@@ -99,7 +99,7 @@ def _render(root: str, decision: bool) -> str:
         accept=_literal(ACCEPT_TAG),
         reject=_literal(REJECT_TAG),
         reasoning=text_without(SCRATCHPAD_CLOSE),
-        # an answer holds no second output or decision: small models loop on "<OUTPUT>" or
-        # write both tags, and the answer's decision is the one that opens it
-        body=text_without(OUTPUT_CLOSE, OUTPUT_OPEN, ACCEPT_TAG, REJECT_TAG),
+        # an answer holds no second output, decision or reasoning: small models loop on
+        # "<OUTPUT>" or write both tags, and the answer's decision is the one that opens it
+        body=text_without(OUTPUT_CLOSE, OUTPUT_OPEN, SCRATCHPAD_OPEN, ACCEPT_TAG, REJECT_TAG),
     ).strip() + "\n"

@@ -27,8 +27,7 @@ from aflab.parsing import (
     OUTPUT_OPEN,
     REJECT_TAG,
     SCRATCHPAD_CLOSE,
-    SCRATCHPAD_OPEN,
-    after_reasoning,
+    answer_region,
     needs_continuation,
 )
 from aflab.providers import EMBEDDED_PROVIDER
@@ -92,18 +91,18 @@ def close_cut_turn(text: str, decision: bool = True) -> tuple[str, str, bool]:
     unfinished ``<OUTPUT>`` opening dropped), and the model is asked for the answer alone.
     Without a ``decision`` (rubric settings) any opened answer is closed.
     """
-    tail = after_reasoning(text)
-    head = text[: len(text) - len(tail)]
+    start, end = answer_region(text)
+    tail = text[start:end]
     opened = tail.rfind(OUTPUT_OPEN)
     answer = tail[opened + len(OUTPUT_OPEN) :] if opened >= 0 else None
     if answer is not None and (not decision or answer.lstrip().startswith((ACCEPT_TAG, REJECT_TAG))):
         return text, OUTPUT_CLOSE, False
+    if end < len(text):  # still inside a reasoning block
+        return text, SCRATCHPAD_CLOSE + "\n\n", True
     if opened >= 0:
         tail = tail[:opened]
-    if tail.rfind(SCRATCHPAD_OPEN) >= 0:  # still inside the last reasoning block
-        return head + tail, SCRATCHPAD_CLOSE + "\n\n", True
     fragment = tail.rfind("<")  # a tag the limit cut in two
-    kept = head + (tail[:fragment] if fragment >= 0 and ">" not in tail[fragment:] else tail)
+    kept = text[:start] + (tail[:fragment] if fragment >= 0 and ">" not in tail[fragment:] else tail)
     return kept, "" if kept.endswith("\n") else "\n", True
 
 
