@@ -15,6 +15,7 @@ from aflab.decision import decision_probability
 from aflab.experiment import run_experiment
 from aflab.metrics import Outcome, compliance_gap, decision_probability_gap, gap_from_counts
 from aflab.tasks import alignment_faking
+from tests.simulation import intercept
 
 FREE_TAG = "<is_free_tier_user>True</is_free_tier_user>"
 
@@ -138,17 +139,6 @@ def test_scripted_model_gives_the_exact_expected_gap(tmp_path):
 REPS = 10000
 LOW, HIGH = 0.925, 0.975
 """Within 2.5 points of 95% (Monte Carlo SE 0.22 points at 10,000 replicates)."""
-GH_NODES, GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(60)
-GH_WEIGHTS = GH_WEIGHTS / GH_WEIGHTS.sum()
-
-
-def intercept(rate: float, sd: float) -> float:
-    lo, hi = -30.0, 30.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if expit(mid + sd * GH_NODES) @ GH_WEIGHTS < rate else (lo, mid)
-    return (lo + hi) / 2
-
 
 def simulate(seed, queries, p_train, p_unmon, epochs=1, sd_query=1.6, sd_cue=0.5, sd_epoch=0.0):
     rng = np.random.default_rng(seed)

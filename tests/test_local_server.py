@@ -85,23 +85,30 @@ def llama_server() -> Iterator[tuple[str, str]]:
     assert not _port_open(host, port), "the llama.cpp server is still listening"
 
 
-def test_run_against_openai_compatible_local_server(
-    llama_server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    base_url, key = llama_server
+def run_on_server(server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  *options: str) -> tuple[Path, dict]:
+    """`aflab run` without a scratchpad against the server, under the short prompt; the
+    run's folder and results."""
+    base_url, key = server
     # Inspect's openai-api provider reads the key of service `llamacpp` from LLAMACPP_API_KEY
     monkeypatch.setenv("LLAMACPP_API_KEY", key)
     prompt = tmp_path / "prompt.txt"
     prompt.write_text(SHORT_PROMPT, encoding="utf-8")
     out = tmp_path / "run"
-    model = f"openai-api/llamacpp/{SERVED_NAME}"
     with pytest.raises(SystemExit) as exit_:
-        main(["run", "--model", model, "--model-base-url", base_url, "--limit", "1",
-              "--no-scratchpad", "--system-prompt", str(prompt), "--max-tokens", "16",
-              "--temperature", "0", "--seed", "0", "--out", str(out)])
+        main(["run", "--model", f"openai-api/llamacpp/{SERVED_NAME}", "--model-base-url", base_url,
+              "--no-scratchpad", "--system-prompt", str(prompt), "--seed", "0", "--out", str(out), *options])
     assert exit_.value.code == 0
+    return out, json.loads((out / "results.json").read_text())
 
-    res = json.loads((out / "results.json").read_text())
+
+def test_run_against_openai_compatible_local_server(
+    llama_server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base_url, _ = llama_server
+    model = f"openai-api/llamacpp/{SERVED_NAME}"
+    out, res = run_on_server(llama_server, tmp_path, monkeypatch, "--limit", "1", "--max-tokens", "16",
+                             "--temperature", "0")
     assert res["model"] == model and res["status"] == "success"
     assert list(res["cues"]) == ["free", "paid"]
     for cue in res["cues"].values():
@@ -124,18 +131,8 @@ def test_constrained_format_and_decision_probabilities_through_the_server(
 ) -> None:
     """The same options as on the embedded model: the grammar goes to llama.cpp's server as
     its `grammar` field, log probabilities come back through Inspect's openai-api provider."""
-    base_url, key = llama_server
-    monkeypatch.setenv("LLAMACPP_API_KEY", key)
-    prompt = tmp_path / "prompt.txt"
-    prompt.write_text(SHORT_PROMPT, encoding="utf-8")
-    out = tmp_path / "run"
-    model = f"openai-api/llamacpp/{SERVED_NAME}"
-    with pytest.raises(SystemExit) as exit_:
-        main(["run", "--model", model, "--model-base-url", base_url, "--limit", "2", "--no-scratchpad",
-              "--constrain-format", "--system-prompt", str(prompt), "--max-tokens", "12", "--seed", "0",
-              "--out", str(out)])
-    assert exit_.value.code == 0
-    res = json.loads((out / "results.json").read_text())
+    out, res = run_on_server(llama_server, tmp_path, monkeypatch, "--limit", "2", "--constrain-format",
+                             "--max-tokens", "12")
     assert sum(c["malformed"] for c in res["cues"].values()) == 0, res["failures"]
     assert res["format"]["constrained"] == 4
     assert all(c["n"] == 2 and c["unreadable"] == 0 for c in res["decision"]["cues"].values()), res["decision"]

@@ -25,6 +25,7 @@ from aflab.metrics import (
     gap_from_counts,
     wilson,
 )
+from tests.simulation import intercept
 
 Z95 = NormalDist().inv_cdf(0.975)
 
@@ -165,18 +166,6 @@ def test_degenerate_inputs_give_nan_without_raising_or_warning(outcomes, estimat
 REPS = 10000
 LOW, HIGH, TAIL = 0.935, 0.965, 0.04
 """95% within 1.5 points, and neither side missing most of the 5% (Monte Carlo SE 0.22)."""
-
-GH_NODES, GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(60)
-GH_WEIGHTS = GH_WEIGHTS / GH_WEIGHTS.sum()
-
-
-def intercept(rate: float, sd: float) -> float:
-    lo, hi = -30.0, 30.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if expit(mid + sd * GH_NODES) @ GH_WEIGHTS < rate else (lo, mid)
-    return (lo + hi) / 2
-
 
 def simulate(seed, queries, p_train, p_unmon, epochs=1, sd_query=1.5, sd_cue=0.5, malformed=0.05):
     rng = np.random.default_rng(seed)
