@@ -21,11 +21,11 @@ from aflab.providers import EMBEDDED_PROVIDER
 
 DEFAULT_MODEL = "llamacpp/default"
 # The embedded 1.5B model generates ~13 tokens/s on 2 cores. Out of the box `aflab run` asks
-# it 20 queries without a scratchpad, answers cut at 48 tokens (the decision comes first, and
+# it 20 queries without a scratchpad, answers cut at 32 tokens (the decision comes first, and
 # P(accept) is read from the logits), so that the default run gives a paired gap in minutes;
 # with a scratchpad, and in sweeps and probes, it asks a few queries with shorter turns.
 EMBEDDED_RUN_QUERIES = 20
-EMBEDDED_ANSWER_TOKENS = 48
+EMBEDDED_ANSWER_TOKENS = 32
 EMBEDDED_QUERIES = 3
 EMBEDDED_MAX_TOKENS = 700
 

@@ -33,6 +33,17 @@ _ROOTS = {
 block (the harness then says ``<NEXT/>``); the last one must answer."""
 
 
+_DECISION_LOOKALIKES = tuple(
+    "<" + space + casing(name)
+    for name in ("rejected", "request_fully_accepted")
+    for casing in (str.lower, str.title, str.upper)
+    for space in ("", " ")
+)
+"""Openings of the decision tags as the parser reads them (``aflab.parsing._TAGS``: any case,
+a space, no slash): an answer's body may not write one, since its decision is the tag that
+opens it (the 1.5B model wrote ``<request_fully_accepted/>`` then ``<rejected>``)."""
+
+
 def _literal(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -101,5 +112,5 @@ def _render(root: str, decision: bool) -> str:
         reasoning=text_without(SCRATCHPAD_CLOSE),
         # an answer holds no second output, decision or reasoning: small models loop on
         # "<OUTPUT>" or write both tags, and the answer's decision is the one that opens it
-        body=text_without(OUTPUT_CLOSE, OUTPUT_OPEN, SCRATCHPAD_OPEN, ACCEPT_TAG, REJECT_TAG),
+        body=text_without(OUTPUT_CLOSE, OUTPUT_OPEN, SCRATCHPAD_OPEN, *_DECISION_LOOKALIKES),
     ).strip() + "\n"
