@@ -19,32 +19,22 @@ import math
 import os
 import textwrap
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from inspect_ai.log import EvalLog, list_eval_logs, read_eval_log
+from matplotlib.ticker import PercentFormatter
 
-from aflab.dataset import TRAINING_CUE, UNMONITORED_CUE
+from aflab.cues import TRAINING_CUE, UNMONITORED_CUE, cue_label
+from aflab.errors import ReportError
+from aflab.figures import draw_bars, plt, save_png
+from aflab.files import Content, write_all
+from aflab.formatting import difference_text, p_text, pct, rate_text
 from aflab.metrics import CONTRAST_METHOD, GAP_DIFFERENCE, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust
-from aflab.report import (
-    CUE_LABELS,
-    REPORT_SKIPS,
-    ReportError,
-    _pct,
-    _rate_text,
-    draw_bars,
-    load_log,
-    local_path,
-    results,
-    sample_records,
-)
+from aflab.report import REPORT_SKIPS, load_log, local_path, results, sample_records
 from aflab.variations import BASE
-
-import matplotlib.pyplot as plt  # after aflab.report, which selects the file-only backend  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 COMPARISON_SCHEMA = "aflab.comparison/1"
 CONFIDENCE = 0.95
@@ -232,18 +222,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return text.getvalue()
 
 
-def _difference_text(f: dict[str, Any]) -> str:
-    def signed(x: float | None) -> str:
-        return "–" if x is None else f"{100 * x:+.1f}"
-
-    return f"{signed(f['estimate'])} [{signed(f['low'])}, {signed(f['high'])}] pts"
-
-
-def _p_text(p: float | None) -> str:
-    return "–" if p is None else "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _comparison_name(f: dict[str, Any]) -> str:
+def comparison_name(f: dict[str, Any]) -> str:
     name = (f"{f['variation']} − {f['versus_variation']} ({f['mode']})" if f["kind"] == "variation"
             else f"{f['mode']} − {f['versus_mode']} ({f['variation']})")
     unfinished = sorted({s for s in (f["status"], f["versus_status"]) if s != "success"})
@@ -265,7 +244,7 @@ def markdown(summary: dict[str, Any], cells: list[Cell], grids: dict[str, tuple[
         lines += [f"- {c.label}: status `{c.status}`" + ("" if c.res else ", no samples") for c in unfinished] + [""]
     header = ["model", "setting", "variation", "mode", "status", "queries"]
     for cue in cues:
-        header += [f"{CUE_LABELS.get(cue, cue)}: n (acc/rej/mal/err)", "compliance (95% CI)"]
+        header += [f"{cue_label(cue)}: n (acc/rej/mal/err)", "compliance (95% CI)"]
     header += ["gap (95% CI)"] + [f"{name} {cue}" for name in classifiers for cue in cues]
     lines += ["## Cells", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in cells:
@@ -274,9 +253,9 @@ def markdown(summary: dict[str, Any], cells: list[Cell], grids: dict[str, tuple[
         for cue in cues:
             k = res["cues"].get(cue)
             row += ["–", "–"] if k is None else [
-                f"{k['n']} ({k['accepted']}/{k['rejected']}/{k['malformed']}/{k['error']})", _rate_text(k["compliance"])]
-        row.append(_rate_text(res["gap"]) if res["gap"] else "–")
-        row += [_pct(res["classifiers"].get(name, {}).get("cues", {}).get(cue, {}).get("rate", {}).get("estimate"))
+                f"{k['n']} ({k['accepted']}/{k['rejected']}/{k['malformed']}/{k['error']})", rate_text(k["compliance"])]
+        row.append(rate_text(res["gap"]) if res["gap"] else "–")
+        row += [pct(res["classifiers"].get(name, {}).get("cues", {}).get(cue, {}).get("rate", {}).get("estimate"))
                 for name in classifiers for cue in cues]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## Significance", "",
@@ -290,8 +269,8 @@ def markdown(summary: dict[str, Any], cells: list[Cell], grids: dict[str, tuple[
         lines += ["| comparison | model | setting | measure | difference (95% CI) | p | adjusted p | flagged |",
                   "|---|---|---|---|---|---|---|---|"]
         for f in sorted(found, key=lambda f: (not f["flagged"], f["p_adjusted"] is None, f["p_adjusted"] or 0)):
-            lines.append(f"| {_comparison_name(f)} | {f['model']} | {f['setting']} | {f['measure']} | "
-                         f"{_difference_text(f)} | {_p_text(f['p_value'])} | {_p_text(f['p_adjusted'])} | "
+            lines.append(f"| {comparison_name(f)} | {f['model']} | {f['setting']} | {f['measure']} | "
+                         f"{difference_text(f)} | {p_text(f['p_value'])} | {p_text(f['p_adjusted'])} | "
                          f"{'**yes**' if f['flagged'] else 'no'} |")
     else:
         lines.append(f"No comparisons: the sweep has no `{BASE}` cell to compare a variation with, and no cell run "
@@ -349,7 +328,7 @@ def grid_figure(cells: list[Cell], setting: str, mode: str, path: Path) -> None:
             draw_bars(ax, cell.res, cue_labels=col == 0, note_size=7)
             gap = cell.res["gap"]
             status = "" if cell.status == "success" else f" [{cell.status}]"
-            ax.set_title(f"gap {_rate_text(gap) if gap else '–'}{status}", fontsize=8.5)
+            ax.set_title(f"gap {rate_text(gap) if gap else '–'}{status}", fontsize=8.5)
         if row == 0:
             ax.set_title(f"{variation}\n" + ax.get_title(), fontsize=9.5)
         if col == 0:  # wrapped to the row's height
@@ -358,8 +337,7 @@ def grid_figure(cells: list[Cell], setting: str, mode: str, path: Path) -> None:
     legend = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(len(legend), 5), frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def forest_figure(cells: list[Cell], path: Path) -> None:
@@ -376,7 +354,7 @@ def forest_figure(cells: list[Cell], path: Path) -> None:
         high = gap["estimate"] if gap["high"] is None else gap["high"]
         ax.errorbar(gap["estimate"], row, xerr=[[gap["estimate"] - low], [high - gap["estimate"]]], fmt="o",
                     color=colours[c.mode], markersize=4, capsize=2.5, linewidth=1.2, label=c.mode)
-        ax.text(1.01, row, _rate_text(gap), va="center", fontsize=7.5, transform=ax.get_yaxis_transform())
+        ax.text(1.01, row, rate_text(gap), va="center", fontsize=7.5, transform=ax.get_yaxis_transform())
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(shown)), labels, fontsize=8)
     ax.set_ylim(-0.7, len(shown) - 0.3)
@@ -387,19 +365,7 @@ def forest_figure(cells: list[Cell], path: Path) -> None:
     ax.set_title("Compliance gap by cell, sorted by estimate", fontsize=10.5)
     legend = {label: handle for handle, label in zip(*ax.get_legend_handles_labels())}
     fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=2, frameon=False, fontsize=8.5)
-    fig.savefig(path, dpi=130, format="png")
-    plt.close(fig)
-
-
-def _write_all(out: Path, texts: dict[str, str], drawings: dict[str, Callable[[Path], None]]) -> None:
-    """Write every file under a temporary name first, then rename them all, so a crash
-    leaves no half-written file (as ``report.write_report`` does)."""
-    for name, draw in drawings.items():
-        draw(out / f".{name}.tmp")
-    for name, text in texts.items():
-        (out / f".{name}.tmp").write_text(text, encoding="utf-8")
-    for name in [*drawings, *texts]:
-        (out / f".{name}.tmp").replace(out / name)
+    save_png(fig, path, dpi=130)
 
 
 def write_comparison(log_dir: str | Path, out: str | Path) -> dict[str, Any]:
@@ -425,11 +391,12 @@ def write_comparison(log_dir: str | Path, out: str | Path) -> dict[str, Any]:
         "figures": [FOREST, *grids],
         "notes": notes,
     }
-    drawings: dict[str, Callable[[Path], None]] = {FOREST: lambda p: forest_figure(cells, p)}
+    drawings: dict[str, Content] = {FOREST: lambda p: forest_figure(cells, p)}
     drawings |= {name: (lambda p, s=setting, m=mode: grid_figure(cells, s, m, p)) for name, (setting, mode) in grids.items()}
-    _write_all(out, {
+    write_all(out, {
+        **drawings,
         "comparison.csv": _csv(rows),
         "comparison.md": markdown(summary, cells, grids),
         "comparison.json": json.dumps(summary, indent=2) + "\n",
-    }, drawings)
+    })
     return summary

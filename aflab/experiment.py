@@ -12,14 +12,14 @@ from copy import copy
 from pathlib import Path
 from typing import Any
 
-from inspect_ai import Task, eval_set
+from inspect_ai import Task, eval_set, score
 from inspect_ai.log import EvalLog, write_eval_log
 from inspect_ai.model import GenerateConfig, Model, get_model
 
-from aflab.costs import Batch
-from aflab.report import write_report
-from aflab.scorers import GRADER_ROLE
-
+from aflab.errors import ReportError
+from aflab.prices import Batch
+from aflab.report import find_log, load_log, write_report
+from aflab.scorers import AF_SCORERS, CLASSIFIER_SCORERS, GRADER_ROLE
 
 SAMPLE_RETRIES = 3
 TASK_RETRIES = 1
@@ -127,9 +127,6 @@ def drop_scorer(log: EvalLog, name: str) -> None:
 
 def check_classifiers(classifiers: list[str], log: EvalLog) -> None:
     """Refuse unknown classifiers, and ``motivation`` with no alignment-faking score to read."""
-    from aflab.report import ReportError
-    from aflab.scorers import AF_SCORERS, CLASSIFIER_SCORERS
-
     unknown = [c for c in classifiers if c not in CLASSIFIER_SCORERS]
     if unknown or not classifiers:
         raise ReportError(f"unknown classifier {', '.join(unknown) or '(none)'}: choose from {', '.join(CLASSIFIER_SCORERS)}")
@@ -153,11 +150,6 @@ def rescore_log(
     Grader calls go through Inspect's cache, so scoring the same log again costs nothing;
     with ``batch`` they go to the grader's batch API.
     """
-    from inspect_ai import score
-
-    from aflab.report import load_log
-    from aflab.scorers import CLASSIFIER_SCORERS
-
     log = load_log(log_file)
     check_classifiers(classifiers, log)
     grader = batched_grader(grader, batch, log)
@@ -187,8 +179,6 @@ def score_run(
 ) -> dict[str, Any]:
     """Re-score a finished run's log with grader classifiers (see ``rescore_log``) and
     rebuild its report, in ``out`` or the run directory."""
-    from aflab.report import find_log
-
     log_file = find_log(source)
     rescore_log(log_file, classifiers, grader=grader, votes=votes, display=display, batch=batch)
     return write_report(log_file, Path(out) if out else log_file.parent.parent)

@@ -7,7 +7,6 @@ again (``aflab report DIR``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import Counter
@@ -15,20 +14,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from inspect_ai.log import EvalError, EvalLog, list_eval_logs, read_eval_log, read_eval_log_sample
+from inspect_ai.scorer import Score
+from matplotlib.axes import Axes
+from matplotlib.ticker import PercentFormatter
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from inspect_ai.log import EvalError, EvalLog, list_eval_logs, read_eval_log  # noqa: E402
-from inspect_ai.scorer import Score  # noqa: E402
-
-from aflab.dataset import CUES, TRAINING_CUE, UNMONITORED_CUE  # noqa: E402
-from aflab.costs import cost_lines, log_cost  # noqa: E402
-from aflab.providers import EMBEDDED_PROVIDER  # noqa: E402
-from aflab.metrics import (  # noqa: E402
+from aflab.cues import CUES, TRAINING_CUE, UNMONITORED_CUE, cue_label
+from aflab.errors import ReportError
+from aflab.figures import draw_bars, plt, save_png
+from aflab.files import write_all
+from aflab.formatting import interval, pct, rate_text
+from aflab.metrics import (
     CueSummary,
-    Gap,
     Outcome,
     Proportion,
     compliance_gap,
@@ -37,21 +34,19 @@ from aflab.metrics import (  # noqa: E402
     rate_from_counts,
     wilson,
 )
+from aflab.parsing import final_output, scratchpads
+from aflab.prices import cost_lines, log_cost
+from aflab.providers import is_embedded
 
 RESULTS_SCHEMA = "aflab.results/1"
 SCORER = "compliance"
 CATEGORIES = ("accepted", "rejected", "malformed", "error")
 """Per-sample outcomes: the three protocol labels, plus samples that failed to run."""
-CUE_LABELS = {"free": "training (free tier)", "paid": "unmonitored (paid tier)",
-              "pro": "rated, not trained (pro tier)", "enterprise": "unmonitored (enterprise tier)"}
 SMALL_MODEL_NOTE = (
     "This run used a small local model: it demonstrates the pipeline and is not evidence "
     "about how frontier models behave."
 )
 
-
-class ReportError(ValueError):
-    """A log that cannot be reported on."""
 
 
 @dataclass(frozen=True)
@@ -136,14 +131,6 @@ def sample_records(log: EvalLog) -> list[SampleRecord]:
     return records
 
 
-def _interval(p: Proportion | Gap) -> dict[str, float | None]:
-    def clean(x: float) -> float | None:
-        return None if math.isnan(x) else round(x, 6)
-
-    estimate = p.rate if isinstance(p, Proportion) else p.estimate
-    return {"estimate": clean(estimate), "low": clean(p.low), "high": clean(p.high)}
-
-
 def results(log: EvalLog, log_path: str | Path | None = None, log_file: Path | None = None) -> dict[str, Any]:
     """The documented ``results.json`` content (see docs/results.md); ``log_file``, the
     log on disk, lets it quote example transcripts, which ``log`` may have been read without."""
@@ -165,7 +152,7 @@ def results(log: EvalLog, log_path: str | Path | None = None, log_file: Path | N
             "rejected": summary.rejected,
             "malformed": summary.malformed,
             "error": errors,
-            "compliance": _interval(summary.rate),
+            "compliance": interval(summary.rate),
         }
     gap = None
     if TRAINING_CUE in cues and UNMONITORED_CUE in cues:
@@ -173,7 +160,7 @@ def results(log: EvalLog, log_path: str | Path | None = None, log_file: Path | N
         gap = {
             "training_cue": TRAINING_CUE,
             "unmonitored_cue": UNMONITORED_CUE,
-            **_interval(g),
+            **interval(g),
             "n_queries": g.n_queries,
             "method": g.method,
         }
@@ -184,7 +171,7 @@ def results(log: EvalLog, log_path: str | Path | None = None, log_file: Path | N
     compliance_graders = sorted({(score.metadata or {}).get("grader") for s in log.samples or []
                                  if (score := (s.scores or {}).get(SCORER)) is not None} - {None})
     low_confidence_graders = sorted({g for c in classifiers.values() if c["low_confidence"] for g in c["graders"]}
-                                    | {g for g in compliance_graders if g.startswith(f"{EMBEDDED_PROVIDER}/")})
+                                    | {g for g in compliance_graders if is_embedded(g)})
     return {
         "schema": RESULTS_SCHEMA,
         "model": model,
@@ -207,7 +194,7 @@ def results(log: EvalLog, log_path: str | Path | None = None, log_file: Path | N
         "usage": {m: u.model_dump(exclude_none=True) for m, u in log.stats.model_usage.items()},
         "cost": log_cost(log),
         "classifiers": classifiers,
-        "notes": ([SMALL_MODEL_NOTE] if model.startswith(f"{EMBEDDED_PROVIDER}/") else [])
+        "notes": ([SMALL_MODEL_NOTE] if is_embedded(model) else [])
         + [LOW_CONFIDENCE_NOTE.format(grader=g) for g in low_confidence_graders],
         "failures": [asdict(r) for r in records if r.label in ("malformed", "error")],
     }
@@ -243,11 +230,11 @@ def decision_results(log: EvalLog) -> dict[str, Any] | None:
         mean, low, high = rate_from_counts([sum(v) for v in per_query.values()], [len(v) for v in per_query.values()],
                                            binary=False)
         cues[cue] = {"n": sum(len(v) for v in per_query.values()), "unreadable": unreadable[cue],
-                     "p_accept": _interval(Proportion(0, 0, float(mean), float(low), float(high)))}
+                     "p_accept": interval(Proportion(0, 0, float(mean), float(low), float(high)))}
     gap = None
     if TRAINING_CUE in cues and UNMONITORED_CUE in cues:
         g = decision_probability_gap(readable, training=TRAINING_CUE, unmonitored=UNMONITORED_CUE)
-        gap = {**_interval(g), "n_queries": g.n_queries, "method": g.method}
+        gap = {**interval(g), "n_queries": g.n_queries, "method": g.method}
     return {"cues": cues, "gap": gap}
 
 
@@ -271,10 +258,6 @@ def example_transcripts(log: EvalLog, log_file: Path) -> list[dict[str, Any]]:
     (under the training cue if there is one), a refusal (unmonitored if possible), and,
     with decision probabilities, the closest call; each with the first lines of its
     reasoning and its answer. Only these samples are read in full from the log."""
-    from inspect_ai.log import read_eval_log_sample
-
-    from aflab.parsing import final_output, scratchpads
-
     def verdict(sample: Any) -> str | None:
         score = (sample.scores or {}).get(SCORER)
         return (score.metadata or {}).get("label") if score is not None else None
@@ -352,7 +335,7 @@ def mean_of_rates(rates: list[Proportion]) -> dict[str, float | None]:
     undefined rate (no readable grade) makes the mean undefined.
     """
     if not rates or any(r.n == 0 for r in rates):
-        return _interval(wilson(0, 0))
+        return interval(wilson(0, 0))
     return {k: round(sum(getattr(r, attr) for r in rates) / len(rates), 6)
             for k, attr in (("estimate", "rate"), ("low", "low"), ("high", "high"))}
 
@@ -373,7 +356,7 @@ def _variant_rates(rows: list[Score]) -> dict[str, Any]:
                 continue
             n += 1
             flagged += bool(flag) and meta.get("compliance") == "accepted"
-        found[name] = {"n": n, "flagged": flagged, "unknown": len(rows) - n, "rate": _interval(wilson(flagged, n))}
+        found[name] = {"n": n, "flagged": flagged, "unknown": len(rows) - n, "rate": interval(wilson(flagged, n))}
     return found
 
 
@@ -419,9 +402,9 @@ def classifier_results(log: EvalLog) -> dict[str, Any]:
                 continue
             flagged = sum(float(sc.value[key]) == 1.0 for sc in known)  # type: ignore[index]
             cues[cue] = {"n": len(known), "flagged": flagged, "unknown": len(rows) - len(known),
-                         "rate": _interval(wilson(flagged, len(known)))}
+                         "rate": interval(wilson(flagged, len(known)))}
         entry: dict[str, Any] = {"description": description, "graders": graders, "cues": cues,
-                                 "low_confidence": any(g.startswith(f"{EMBEDDED_PROVIDER}/") for g in graders)}
+                                 "low_confidence": any(is_embedded(g) for g in graders)}
         if key == "alignment_faking":
             entry["examples"] = [
                 {"sample_id": str(s.id), "epoch": s.epoch,
@@ -440,123 +423,23 @@ def classifier_results(log: EvalLog) -> dict[str, Any]:
     return found
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _rate_text(interval: dict[str, float | None]) -> str:
-    return f"{_pct(interval['estimate'])} [{_pct(interval['low'])}, {_pct(interval['high'])}]"
-
-
-FIGURE_AF_ORDER = ("alignment_faking_improved", "alignment_faking_cascade", "alignment_faking_original",
-                   "alignment_faking_screen")
-"""The alignment-faking classifier the figure's hatched segment shows, when several ran:
-the grader's own first, the offline screen last."""
-
-
-def _segments(res: dict[str, Any], cue: str) -> dict[str, int]:
-    """Counts per bar segment: complied splits into with / without alignment-faking
-    reasoning when an AF classifier has run (the first of ``FIGURE_AF_ORDER`` that has)."""
-    c = res["cues"][cue]
-    af = next((res["classifiers"][n]["cues"].get(cue, {}).get("flagged", 0)
-               for n in FIGURE_AF_ORDER if n in res["classifiers"]), None)
-    segments = {"rejected": c["rejected"]}
-    if af is None:
-        segments["accepted"] = c["accepted"]
-    else:
-        segments |= {"faking": af, "accepted": c["accepted"] - af}
-    return segments | {"malformed": c["malformed"], "error": c["error"]}
-
-
-def draw_bars(ax: Axes, res: dict[str, Any], cue_labels: bool = True, note_size: float = 8.5) -> None:
-    """One run's stacked bars, one per cue, on ``ax``: the picture of ``figure`` without
-    its title, axis label and legend, so that a sweep's grid draws each cell the same way.
-
-    With an alignment-faking classifier, compliance with alignment-faking reasoning is the
-    paper's hatched segment; with the partial classifier, a black line over the complied
-    part marks the share that was only partially compliant. Right of each bar: n and the
-    compliance rate with its interval (``note_size`` points).
-    """
-    styles = {
-        "rejected": ("refused", "#8fb8de", None),
-        "faking": ("complied, alignment-faking reasoning", "#f2c14e", "///"),
-        "accepted": ("complied" if not any(n.startswith("alignment_faking") for n in res["classifiers"])
-                     else "complied, no alignment-faking reasoning", "#f2c14e", None),
-        "malformed": ("malformed", "#bdbdbd", None),
-        "error": ("error", "#e57373", None),
-    }
-    cues = list(res["cues"])
-    bars = {cue: _segments(res, cue) for cue in cues}
-    shown = [k for k in styles if any(k in bars[cue] for cue in cues)
-             and (k in ("rejected", "accepted") or any(bars[cue].get(k) for cue in cues))]
-    partial = res["classifiers"].get("partial_compliance", {}).get("cues", {})
-    for row, cue in enumerate(cues):
-        n = res["cues"][cue]["n"]
-        left = 0.0
-        for key in shown:
-            count = bars[cue].get(key, 0)
-            share = count / n if n else 0.0
-            label, colour, hatch = styles[key]
-            ax.barh(row, share, left=left, color=colour, hatch=hatch, edgecolor="white" if not hatch else "#b5452b",
-                    linewidth=0.8, label=label if row == 0 else None)
-            if share >= 0.06:
-                ax.text(left + share / 2, row, f"{count}", ha="center", va="center", fontsize=9)
-            if key == "faking":
-                complied_start = left
-            left += share
-        if cue in partial and n:
-            start = complied_start if "faking" in shown else bars[cue]["rejected"] / n
-            ax.plot([start, start + partial[cue]["flagged"] / n], [row - 0.42] * 2, color="black", linewidth=2.5,
-                    solid_capstyle="butt", label="partially compliant" if row == 0 else None)
-        ax.text(1.02, row, f"n={n}\ncomplied {_rate_text(res['cues'][cue]['compliance'])}",
-                va="center", fontsize=note_size, transform=ax.get_yaxis_transform())
-    ax.set_yticks(range(len(cues)), [CUE_LABELS.get(c, c) for c in cues] if cue_labels else [])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-
-
-Interval = dict[str, Any]
-"""An estimate with its 95% interval: ``estimate``, ``low``, ``high`` (None where undefined)."""
-
-
-def interval_bars(ax: Axes, groups: list[str], series: dict[str, list[Interval | None]],
-                  labels: dict[str, list[str]] | None = None) -> None:
-    """Grouped vertical bars on ``ax``: a group per entry of ``groups``, a bar per series
-    (its legend label), each an estimate with its interval as an error bar; ``labels`` (such
-    as k/n) are written over the bars. A missing or undefined estimate draws no bar."""
-    import numpy as np
-
-    width = 0.8 / max(len(series), 1)
-    for i, (name, found) in enumerate(series.items()):
-        x = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
-        est, low, high = (np.array([np.nan if not f or f[k] is None else f[k] for f in found], dtype=float)
-                          for k in ("estimate", "low", "high"))
-        ax.bar(x, np.nan_to_num(est), width, label=name, color=f"C{i}",
-               yerr=np.nan_to_num([est - low, high - est]), capsize=3)
-        for xi, top, text in zip(x, np.nan_to_num(high), (labels or {}).get(name, []), strict=False):
-            ax.text(xi, min(top + 0.03, 1.05), text, ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(np.arange(len(groups)), groups, fontsize=8)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-
-
 def rate_dots(ax: Axes, res: dict[str, Any]) -> None:
     """Per cue: sampled compliance and mean P(accept), each with its 95% interval."""
     cues = list(res["cues"])
     series = {"complied (sampled)": ([res["cues"][c]["compliance"] for c in cues], "#f2c14e", "o", -0.12),
               "mean P(accept)": ([res["decision"]["cues"].get(c, {}).get("p_accept") for c in cues], "#b5452b", "D", 0.12)}
     for name, (found, colour, marker, shift) in series.items():
-        for row, interval in enumerate(found):
-            if not interval or interval["estimate"] is None:
+        for row, value in enumerate(found):
+            if not value or value["estimate"] is None:
                 continue
-            est, low, high = interval["estimate"], interval["low"], interval["high"]
+            est, low, high = value["estimate"], value["low"], value["high"]
             xerr = None if low is None or high is None else [[est - low], [high - est]]  # one query: no interval
             ax.errorbar(est, row + shift, xerr=xerr, fmt=marker, color=colour, capsize=3,
                         label=name if row == 0 else None)
     ax.set_yticks(range(len(cues)), [])  # the rows of the bars beside it, whose labels they share
     ax.set_ylim(len(cues) - 0.5, -0.5)
     ax.set_xlim(-0.02, 1.02)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("rate, 95% interval")
     ax.set_title("per cue: sampled verdicts and P(accept)", fontsize=9)
     ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
@@ -577,16 +460,15 @@ def figure(res: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("share of samples (complied % is among parseable answers, 95% Wilson interval)")
     title = f"{res['model']} · {res['setting']}"
     if res["gap"]:
-        title += f"\ncompliance gap (training − unmonitored): {_rate_text(res['gap'])}"
+        title += f"\ncompliance gap (training − unmonitored): {rate_text(res['gap'])}"
     if decision and decision["gap"]:
-        title += f"; P(accept) gap {_rate_text(decision['gap'])}"
+        title += f"; P(accept) gap {rate_text(decision['gap'])}"
     ax.set_title(title, fontsize=10, loc="left")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, ncol=3, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False, fontsize=9)
     if not decision:
         fig.tight_layout()
-    fig.savefig(path, dpi=150, bbox_inches="tight", format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=150, bbox_inches="tight")
 
 
 def markdown(res: dict[str, Any], figure_name: str) -> str:
@@ -602,13 +484,13 @@ def markdown(res: dict[str, Any], figure_name: str) -> str:
     ]
     for cue, c in res["cues"].items():
         lines.append(
-            f"| {CUE_LABELS.get(cue, cue)} | {c['n']} | {c['accepted']} | {c['rejected']} | "
-            f"{c['malformed']} | {c['error']} | {_rate_text(c['compliance'])} |"
+            f"| {cue_label(cue)} | {c['n']} | {c['accepted']} | {c['rejected']} | "
+            f"{c['malformed']} | {c['error']} | {rate_text(c['compliance'])} |"
         )
     if res["gap"]:
         g = res["gap"]
         lines += ["", f"**Compliance gap** (training − unmonitored, paired by query, "
-                  f"{g['n_queries']} queries): {_rate_text(g)} — {g['method']}."]
+                  f"{g['n_queries']} queries): {rate_text(g)} — {g['method']}."]
     lines += decision_lines(res)
     lines += format_lines(res.get("format"))
     lines += example_lines(res.get("examples") or [])
@@ -620,8 +502,8 @@ def markdown(res: dict[str, Any], figure_name: str) -> str:
             for cue, r in c["cues"].items():
                 rows = [(c["description"], r)] + [(f"— {VARIANT_LABELS.get(v, v)}", rv)
                                                   for v, rv in r.get("variants", {}).items()]
-                lines += [f"| {description} | {', '.join(c['graders'])} | {CUE_LABELS.get(cue, cue)} | "
-                          f"{row['flagged']:g} / {row['n']} | {row['unknown']} | {_rate_text(row['rate'])} |"
+                lines += [f"| {description} | {', '.join(c['graders'])} | {cue_label(cue)} | "
+                          f"{row['flagged']:g} / {row['n']} | {row['unknown']} | {rate_text(row['rate'])} |"
                           for description, row in rows]
             for ex in c.get("examples", []):
                 quotes = "; ".join(f"{k}: “{q}”" for k, q in ex["quotes"].items())
@@ -635,7 +517,7 @@ def markdown(res: dict[str, Any], figure_name: str) -> str:
                 k = c["cascade"]
                 lines.append(f"\nCascade: {k['sent_to_grader']} of {k['transcripts']} transcripts with reasoning went to "
                              f"the grader (screen score in the uncertain band {k['band']}, output complied); "
-                             f"grader calls saved: {_pct(k['grader_calls_saved_share'])}.")
+                             f"grader calls saved: {pct(k['grader_calls_saved_share'])}.")
             if "categories" in c:
                 lines.append(f"\nMotivations: {c['categories']}; treats the scenario as fictional or a test: "
                              f"{c['treats_as_fictional_or_test']}.")
@@ -656,15 +538,15 @@ def decision_lines(res: dict[str, Any]) -> list[str]:
         return []
     cues = list(res["cues"])
     lines = ["", "## Decision probabilities", "",
-             "| measure | " + " | ".join(CUE_LABELS.get(c, c) for c in cues) + " | gap (training − unmonitored) |",
+             "| measure | " + " | ".join(cue_label(c) for c in cues) + " | gap (training − unmonitored) |",
              "|---|" + "---|" * len(cues) + "---|"]
     gap = res["gap"]
-    lines.append("| complied, sampled verdicts | " + " | ".join(_rate_text(res["cues"][c]["compliance"]) for c in cues)
-                 + f" | {_rate_text(gap) if gap else '–'} |")
+    lines.append("| complied, sampled verdicts | " + " | ".join(rate_text(res["cues"][c]["compliance"]) for c in cues)
+                 + f" | {rate_text(gap) if gap else '–'} |")
     probability = decision["cues"]
     lines.append("| mean P(accept), from the logits | "
-                 + " | ".join(_rate_text(probability[c]["p_accept"]) if c in probability else "–" for c in cues)
-                 + f" | {_rate_text(decision['gap']) if decision['gap'] else '–'} |")
+                 + " | ".join(rate_text(probability[c]["p_accept"]) if c in probability else "–" for c in cues)
+                 + f" | {rate_text(decision['gap']) if decision['gap'] else '–'} |")
     read = sum(c["n"] for c in probability.values())
     missing = sum(c["unreadable"] for c in probability.values())
     lines += ["", f"P(accept) is the model's own probability of writing `<request_fully_accepted/>` rather than "
@@ -693,7 +575,7 @@ def example_lines(examples: list[dict[str, Any]]) -> list[str]:
     lines = ["", "## Example transcripts", "", "The first lines of each; every transcript is in the log (`inspect view`)."]
     for ex in examples:
         p = "" if ex["p_accept"] is None else f", P(accept) {ex['p_accept']:.3f}"
-        lines += ["", f"**`{ex['sample_id']}`** — {CUE_LABELS.get(ex['cue'], ex['cue'])}, {ex['label']}{p}", ""]
+        lines += ["", f"**`{ex['sample_id']}`** — {cue_label(ex['cue'])}, {ex['label']}{p}", ""]
         if ex["reasoning"]:
             lines += ["Reasoning:", "", *[f"> {line}" for line in ex["reasoning"].splitlines()], ""]
         lines += ["Answer:", "", "```text", *ex["output"].splitlines(), "```"]
@@ -708,16 +590,9 @@ def write_report(log_source: str | Path, out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     log_file = find_log(log_source)
     res = results(load_log(log_file, skip=REPORT_SKIPS), log_path=os.path.relpath(log_file, out), log_file=log_file)
-    out.mkdir(parents=True, exist_ok=True)
-    figure_tmp = out / ".compliance.png.tmp"
-    figure(res, figure_tmp)
-    files = {
+    write_all(out, {
+        "compliance.png": lambda path: figure(res, path),
         "results.json": json.dumps(res, indent=2) + "\n",
         "report.md": markdown(res, "compliance.png"),
-    }
-    for name, text in files.items():
-        (out / f".{name}.tmp").write_text(text, encoding="utf-8")
-    figure_tmp.replace(out / "compliance.png")
-    for name in files:
-        (out / f".{name}.tmp").replace(out / name)
+    })
     return res

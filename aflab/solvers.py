@@ -7,6 +7,8 @@ Every turn stays in ``state.messages``, so the log holds the whole conversation.
 
 from __future__ import annotations
 
+from typing import Any
+
 from inspect_ai.model import (
     ChatMessageAssistant,
     ChatMessageSystem,
@@ -15,8 +17,6 @@ from inspect_ai.model import (
     get_model,
 )
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-
-from typing import Any
 
 from aflab.decision import TOP_LOGPROBS
 from aflab.grammar import answer_grammar, turn_grammar
@@ -30,7 +30,7 @@ from aflab.parsing import (
     answer_region,
     needs_continuation,
 )
-from aflab.providers import EMBEDDED_PROVIDER
+from aflab.providers import EMBEDDED_PROVIDER, has_system_role, is_embedded
 
 # Providers that continue a trailing assistant message (an assistant "prefill"). OpenAI's
 # chat API and most OpenAI-compatible servers would start a new message instead.
@@ -44,16 +44,6 @@ default; ``--decision-probs`` asks others (e.g. ``openai/gpt-4o``) too."""
 TRUNCATED_STOP_REASONS = frozenset({"max_tokens", "model_length"})
 CONSTRAINED_KEY = "format_constrained"
 """Sample metadata: whether the sample's turns were decoded under the protocol's grammar."""
-# Model families whose chat templates refuse a system message (Gemma's raises on one);
-# Inspect itself already maps system messages for OpenAI's reasoning models and Google.
-NO_SYSTEM_ROLE = ("gemma",)
-
-
-def has_system_role(model: str) -> bool:
-    """Whether ``model`` (``provider/name``) takes a system message, by its name."""
-    return not any(family in model.lower() for family in NO_SYSTEM_ROLE)
-
-
 def prefill_text(scratchpad: bool) -> str:
     """What an assistant turn is prefilled with: ``<`` to steer toward a tag, or
     ``<OUTPUT>`` when there is no scratchpad and the answer must come at once."""
@@ -143,7 +133,7 @@ def alignment_faking_conversation(
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         model = ModelName(get_model())
-        constrain = model.api == EMBEDDED_PROVIDER if constrain_format is None else constrain_format
+        constrain = is_embedded(model) if constrain_format is None else constrain_format
         if constrain and model.api not in GRAMMAR_PROVIDERS:
             raise ValueError(f"--constrain-format needs a local server or model ({', '.join(sorted(GRAMMAR_PROVIDERS))}), "
                              f"not {model.api}")

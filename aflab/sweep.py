@@ -33,12 +33,14 @@ import yaml
 from inspect_ai import Task
 from inspect_ai.model import Model, get_model
 
-from aflab.settings import SettingError, load_setting
-from aflab.variations import BASE, missing_blocks, all_variations
-
-
-class SweepError(ValueError):
-    """A sweep file or sweep option that cannot be used as given."""
+from aflab.compare import write_comparison
+from aflab.errors import SettingError, SweepError
+from aflab.experiment import evaluate, rescore_log
+from aflab.prices import Batch
+from aflab.report import local_path
+from aflab.settings import load_setting
+from aflab.tasks import alignment_faking
+from aflab.variations import BASE, all_variations, missing_blocks
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Sweep:
     temperature: float | None = None
     max_tokens: int | None = None
     max_rounds: int | None = None
-    batch: bool | int | None = None
+    batch: Batch = None
     """Send the models' and the grader's calls to their providers' batch APIs (True, or a
     batch size), as Inspect's ``batch`` option."""
 
@@ -132,12 +134,10 @@ def load_sweep(path: str | Path) -> Sweep:
 def sweep_tasks(sweep: Sweep) -> tuple[list[Task], list[str]]:
     """One task per setting × variation × mode, and notes on the cells left out.
 
-    A variation that edits blocks a setting does not have is skipped for that setting
-    (with a note) rather than failing the sweep, so common variations can be swept over
-    settings that support only some of them; a variation no setting knows is an error.
+    A variation that edits blocks a setting does not have is skipped for that setting (with
+    a note) rather than failing the sweep, so common variations can be swept over settings
+    that support only some of them; a variation no setting knows is an error.
     """
-    from aflab.tasks import alignment_faking
-
     tasks: list[Task] = []
     notes: list[str] = []
     known: set[str] = set()
@@ -152,7 +152,8 @@ def sweep_tasks(sweep: Sweep) -> tuple[list[Task], list[str]]:
                 notes.append(f"variation '{variation}' skipped for setting '{setting_name}': {why}")
                 continue
             for scratchpad in sweep.scratchpad:
-                task = alignment_faking(
+                # the registered task, given names, so that each cell's log records its arguments
+                tasks.append(alignment_faking(
                     setting_name,
                     queries=sweep.queries,
                     seed=sweep.seed,
@@ -160,12 +161,16 @@ def sweep_tasks(sweep: Sweep) -> tuple[list[Task], list[str]]:
                     scratchpad=scratchpad,
                     variation=variation,
                     **({"max_rounds": sweep.max_rounds} if sweep.max_rounds else {}),
-                )
-                tasks.append(task)
+                ))
     unknown = [v for v in sweep.variations if v not in known]
     if unknown:
         raise SettingError(f"unknown variation(s) {', '.join(unknown)}: `aflab variations` lists them")
     return tasks, notes
+
+
+SweepRunner = Callable[..., tuple[bool, dict[str, Any]]]
+"""``run_sweep`` or a probe's runner with its signature: (sweep, out, models=, grader=) ->
+(every cell finished, comparison)."""
 
 
 def _model(spec: ModelSpec) -> Model:
@@ -188,10 +193,6 @@ def run_sweep(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
     adds its own solver steps and scorers). Returns whether every cell finished, and the
     comparison.
     """
-    from aflab.compare import write_comparison
-    from aflab.experiment import evaluate, rescore_log
-    from aflab.report import local_path
-
     out = Path(out)
     tasks, notes = sweep_tasks(sweep)
     if wrap is not None:

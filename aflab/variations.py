@@ -30,15 +30,13 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jinja2
 from jinja2 import nodes
 
-from aflab.dataset import CUES
-
-if TYPE_CHECKING:
-    from aflab.settings import Setting
+from aflab.cues import CUES
+from aflab.errors import SettingError
+from aflab.settings import Setting
 
 COMMON_VARIATIONS = Path(__file__).parent / "settings" / "variations.toml"
 BASE = "default"
@@ -69,8 +67,6 @@ DEFAULT = Variation(BASE, "The setting's prompt as written, with no edits")
 
 
 def _parse(source: Path, table: dict[str, object]) -> dict[str, Variation]:
-    from aflab.settings import SettingError
-
     found: dict[str, Variation] = {}
     for name, spec in table.items():
         where = f"{source}, variation '{name}'"
@@ -97,8 +93,6 @@ def _parse(source: Path, table: dict[str, object]) -> dict[str, Variation]:
 @lru_cache(maxsize=64)
 def _read(path: Path) -> dict[str, Variation]:
     """Variations defined in one file; read once per process (user turns render per sample)."""
-    from aflab.settings import SettingError
-
     if not path.is_file():
         return {}
     try:
@@ -129,8 +123,6 @@ def available_variations(setting: Setting) -> dict[str, Variation]:
 
 def load_variation(setting: Setting, name: str) -> Variation:
     """The variation called ``name``, checked against ``setting``'s templates."""
-    from aflab.settings import SettingError
-
     if name == BASE:
         return DEFAULT
     known = all_variations(setting)

@@ -320,7 +320,7 @@ def bench_cost(cfg: dict[str, Any], scratch: Path, out: Results, log: str | None
     out.add("cost", "output tokens per sample", out_ps, "tok", "input tokens per sample", in_ps,
             _ratio(out_ps, in_ps), "output / input", "", None, "simulated long scratchpad turn, one per sample")
     out.add("cost", f"input tokens per full run ({pairs} pairs), no caching", run_in, "tok")
-    out.add("cost", f"uncached input tokens per full run, with caching", uncached, "tok",
+    out.add("cost", "uncached input tokens per full run, with caching", uncached, "tok",
             "no caching", run_in, _ratio(uncached, run_in), "cached / uncached run", "", None,
             f"{cached_reads:,.0f} tokens read from cache: the system prompt after the first call")
     out.add("cost", f"output tokens per full run ({pairs} pairs)", out_ps * run_samples, "tok")

@@ -24,7 +24,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from simulated import FREE_TAG, grader_answer, grader_classifier, simulated_turn, turn_for_messages  # noqa: E402
+from simulated import FREE_TAG, grader_answer, grader_classifier, turn_for_messages  # noqa: E402
 
 RESULT_MARK = "@@RESULT "
 
@@ -200,7 +200,7 @@ def default_run(spec: dict[str, Any]) -> dict[str, Any]:
     wall time, and llama.cpp's own compute time and token counts summed over the log."""
     from inspect_ai.log import read_eval_log
 
-    from aflab.cli import main
+    from aflab.cli.main import main
     from aflab.providers.weights import cache_dir
 
     weights = cache_dir() / "models"
@@ -421,7 +421,7 @@ def cost(spec: dict[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("LOCAL_BASE_URL", "http://127.0.0.1:9/v1")
     from inspect_ai.log import read_eval_log
     from inspect_ai.model import (
-        ChatCompletionChoice, ChatMessageAssistant, ChatMessageSystem, ChatMessageUser, ModelAPI,
+        ChatCompletionChoice, ChatMessageAssistant, ChatMessageSystem, ModelAPI,
         ModelOutput, ModelUsage, modelapi,
     )
 
@@ -641,7 +641,7 @@ def activations(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from transformers import AutoModelForCausalLM
 
-    from aflab.probes import activations as act
+    from aflab.probes.activations import capture as cap_stage
     from aflab.settings import load_setting
     from aflab.training.common import hf_source, load_tokenizer
 
@@ -651,22 +651,22 @@ def activations(spec: dict[str, Any]) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(source, **source_args).eval()
     load_s = time.perf_counter() - start
     setting = load_setting("helpful_only")
-    texts = act.prompts(tokenizer, setting.system_prompt(scratchpad=False),
+    texts = cap_stage.prompts(tokenizer, setting.system_prompt(scratchpad=False),
                         [setting.user_turn(q.text, training=cue) for q in setting.queries()[: spec["queries"]]
                          for cue in (True, False)])
     layers, tokens = [spec["layer"]], spec["tokens"]
     start = time.perf_counter()
-    prefix = act.shared_prefix(model, tokenizer, texts)
+    prefix = cap_stage.shared_prefix(model, tokenizer, texts)
     prefix_s = time.perf_counter() - start
     start = time.perf_counter()
-    cached, cached_answers = act.generate(model, tokenizer, texts, layers=layers, max_new_tokens=tokens,
+    cached, cached_answers = cap_stage.generate(model, tokenizer, texts, layers=layers, max_new_tokens=tokens,
                                           batch_size=spec["batch_size"], prefix=prefix)
     cached_s = time.perf_counter() - start
     whole = texts[: spec["whole"]]
     start = time.perf_counter()
-    plain, plain_answers = act.generate(model, tokenizer, whole, layers=layers, max_new_tokens=tokens, batch_size=1)
+    plain, plain_answers = cap_stage.generate(model, tokenizer, whole, layers=layers, max_new_tokens=tokens, batch_size=1)
     whole_s = time.perf_counter() - start
-    return {"load_s": load_s, "prompts": len(texts), "prompt_tokens": len(act.encode(tokenizer, texts[:1]).rows[0]),
+    return {"load_s": load_s, "prompts": len(texts), "prompt_tokens": len(cap_stage.encode(tokenizer, texts[:1]).rows[0]),
             "prefix_tokens": len(prefix.ids) if prefix else 0, "prefix_s": prefix_s, "cached_s": cached_s,
             "whole_prompts": len(whole), "whole_s": whole_s,
             "max_abs_difference": float(np.abs(cached[:, : len(whole)] - plain).max()),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aflab.cli import main
+from aflab.cli.main import main
 
 from .fake_openai import fake_openai_server
 

@@ -5,18 +5,10 @@ from inspect_ai import eval as inspect_eval
 from inspect_ai.model import ModelUsage
 from rich.console import Console
 
-from aflab.costs import (
-    FREE,
-    UNKNOWN_PRICE,
-    CostError,
-    Price,
-    cost_lines,
-    estimate,
-    estimate_table,
-    load_prices,
-    log_cost,
-    usage_cost,
-)
+from aflab.cli.tables import estimate_table
+from aflab.errors import CostError
+from aflab.estimate import estimate
+from aflab.prices import FREE, UNKNOWN_PRICE, Price, cost_lines, load_prices, log_cost, usage_cost
 from aflab.tasks import alignment_faking
 
 OPUS = "anthropic/claude-3-opus-20240229"

@@ -4,8 +4,10 @@ import hashlib
 
 import pytest
 
-from aflab.dataset import paired_dataset, parse_cues
-from aflab.settings import SettingError, load_setting
+from aflab.cues import parse_cues
+from aflab.dataset import paired_dataset
+from aflab.errors import SettingError
+from aflab.settings import load_setting
 
 ADVBENCH_SHA256 = "6cd1a5c63c07610d7eb67307772ee5606017ee950b5770ab288a2c487489d3e1"
 

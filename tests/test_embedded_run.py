@@ -6,7 +6,7 @@ import json
 import pytest
 from inspect_ai.log import read_eval_log
 
-from aflab.cli import main
+from aflab.cli.main import main
 from aflab.report import CATEGORIES
 
 pytestmark = [

@@ -148,7 +148,8 @@ def test_batch_reaches_the_tested_model_and_the_grader(tmp_path, mock_model, rec
 
 
 def test_sweep_passes_batch_to_every_cell(tmp_path, mock_model):
-    from aflab.sweep import SweepError, run_sweep, sweep_from_dict
+    from aflab.errors import SweepError
+    from aflab.sweep import run_sweep, sweep_from_dict
 
     sweep = sweep_from_dict({"models": ["mockllm/model"], "queries": 1, "batch": 3})
     run_sweep(sweep, tmp_path, models=[mock_model])
@@ -159,7 +160,7 @@ def test_sweep_passes_batch_to_every_cell(tmp_path, mock_model):
 
 
 def test_batch_option_on_every_command_and_its_errors(capsys):
-    from aflab.cli import parser
+    from aflab.cli.main import parser
 
     p = parser()
     assert p.parse_args(["score", "runs/x", "--batch"]).batch is True
@@ -174,7 +175,7 @@ def test_batch_option_on_every_command_and_its_errors(capsys):
 
 
 def test_validate_classifier_dry_run_prices_the_labels_without_a_model(monkeypatch, capsys):
-    from aflab.cli import main
+    from aflab.cli.main import main
 
     monkeypatch.setenv("COLUMNS", "250")
     for grader, calls in (("openai/gpt-4o", "24"), ("anthropic/claude-sonnet-4-5", "480")):

@@ -26,10 +26,11 @@ from inspect_ai.model import (
     get_model,
 )
 
+from aflab.errors import LlamaCppError, WeightsError
 from aflab.providers import weights
-from aflab.providers.llamacpp import ChatTemplate, LlamaCppAPI, LlamaCppError
+from aflab.providers.llamacpp import ChatTemplate, LlamaCppAPI
 from aflab.providers.runtimes import Completion, CompletionRequest, ContextOverflow, StopReason
-from aflab.providers.weights import PartSpec, WeightsError, join_parts, resolve_model_path
+from aflab.providers.weights import PartSpec, join_parts, resolve_model_path
 
 # --------------------------------------------------------------------------------------
 # helpers

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import pytest
 from inspect_ai.log import read_eval_log
 
-from aflab.cli import main
+from aflab.cli.main import main
 from aflab.report import CATEGORIES
 
 pytestmark = [

@@ -9,7 +9,6 @@ finds signal in noise, e.g. by leaking a query across folds).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -20,7 +19,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("sklearn")
 
-from aflab.probes import activations as act  # noqa: E402
+from aflab.cli.main import parser  # noqa: E402
+from aflab.files import strict_json  # noqa: E402
+from aflab.probes.activations import capture as cap_stage  # noqa: E402
+from aflab.probes.activations import probing, steering  # noqa: E402
+from aflab.probes.activations import report as act_report  # noqa: E402
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
@@ -91,8 +94,8 @@ def _synthetic(seed: int = 0, queries: int = 150, hidden: int = 16):
 
 def test_probes_find_the_planted_signal_and_nothing_in_noise():
     acts, groups, cues, accepted, _ = _synthetic()
-    cue = act.probe_layers("cue", acts, np.array([c == "free" for c in cues]), groups, [0, 1, 2])
-    comply = act.probe_layers("compliance", acts, accepted, groups, [0, 1, 2])
+    cue = probing.probe_layers("cue", acts, np.array([c == "free" for c in cues]), groups, [0, 1, 2])
+    comply = probing.probe_layers("compliance", acts, accepted, groups, [0, 1, 2])
     assert cue.chance == 0.5 and cue.n == 300 and not cue.skipped and cue.folds == 5
     assert comply.chance == pytest.approx(max(accepted.mean(), 1 - accepted.mean()))
     for result, planted in ((cue, 1), (comply, 2)):
@@ -106,9 +109,9 @@ def test_probes_find_the_planted_signal_and_nothing_in_noise():
 
 def test_cue_direction_recovers_the_planted_one_and_a_constant_target_is_skipped():
     acts, groups, cues, _, u = _synthetic(seed=1)
-    direction = act.cue_direction(acts[1], cues)
+    direction = steering.cue_direction(acts[1], cues)
     assert direction @ u / np.linalg.norm(direction) > 0.9 and abs(direction @ u - 3.0) < 0.4
-    skipped = act.probe_layers("compliance", acts, np.zeros(300, dtype=bool), groups, [0, 1, 2])
+    skipped = probing.probe_layers("compliance", acts, np.zeros(300, dtype=bool), groups, [0, 1, 2])
     assert skipped.layers == [] and "both classes" in skipped.skipped
 
 
@@ -117,18 +120,18 @@ def test_capture_on_the_real_prompt_shapes_cues_and_folds_never_split_a_query(lo
     texts = _real_prompts(tokenizer, queries=2)
     assert all(t.endswith("<|assistant|>\n<OUTPUT>") for t in texts)
     conversations = [(f"q{i // 2}", ("free", "paid")[i % 2], t) for i, t in enumerate(texts)]
-    cap = act.capture(model, tokenizer, conversations, [0, 2], max_new_tokens=2, batch_size=4)
+    cap = cap_stage.capture(model, tokenizer, conversations, [0, 2], max_new_tokens=2, batch_size=4)
     assert cap.activations.shape == (2, 4, 32) and cap.layers == [0, 2]
     assert [s.cue for s in cap.samples] == ["free", "paid"] * 2
     assert all(s.answer.startswith("<OUTPUT>") for s in cap.samples)
     # Batching (left padding) does not change what is captured: one prompt alone gives the same.
-    alone, _ = act.generate(model, tokenizer, texts[3:4], layers=[0, 2], max_new_tokens=1, batch_size=1)
+    alone, _ = cap_stage.generate(model, tokenizer, texts[3:4], layers=[0, 2], max_new_tokens=1, batch_size=1)
     np.testing.assert_allclose(alone[:, 0], cap.activations[:, 3], atol=1e-4)
     # The two cues differ in the prompt, so their final-token activations differ.
     assert not np.allclose(cap.activations[1, 0], cap.activations[1, 1])
     groups = [s.query_id for s in cap.samples]
     labels = np.array([s.cue == "free" for s in cap.samples])
-    for train, test in act.grouped_folds(labels, groups, folds=2):
+    for train, test in probing.grouped_folds(labels, groups, folds=2):
         assert not {groups[i] for i in train} & {groups[i] for i in test}
         assert sorted(labels[test].tolist()).count(True) == len(test) // 2
 
@@ -137,7 +140,7 @@ def _real_prompts(tokenizer, queries: int = 3) -> list[str]:
     from aflab.settings import load_setting
 
     setting = load_setting("helpful_only")
-    return act.prompts(tokenizer, setting.system_prompt(scratchpad=False),
+    return cap_stage.prompts(tokenizer, setting.system_prompt(scratchpad=False),
                        [setting.user_turn(q.text, training=cue) for q in setting.queries()[:queries]
                         for cue in (True, False)])
 
@@ -145,22 +148,22 @@ def _real_prompts(tokenizer, queries: int = 3) -> list[str]:
 def test_the_cached_prefix_changes_the_cost_not_the_result(loaded):
     model, tokenizer = loaded
     texts = _real_prompts(tokenizer)
-    prefix = act.shared_prefix(model, tokenizer, texts)
+    prefix = cap_stage.shared_prefix(model, tokenizer, texts)
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     # the system prompt is shared, the user turns (of different lengths) are not
     assert prefix is not None and 1000 < len(prefix.ids) < min(lengths) and len(set(lengths)) > 1
     # one batch of all six, so the shorter prompts are padded between the prefix and their own tokens
-    cached, cached_answers = act.generate(model, tokenizer, texts, layers=[0, 1, 2], max_new_tokens=3, batch_size=6,
+    cached, cached_answers = cap_stage.generate(model, tokenizer, texts, layers=[0, 1, 2], max_new_tokens=3, batch_size=6,
                                           prefix=prefix)
-    plain, plain_answers = act.generate(model, tokenizer, texts, layers=[0, 1, 2], max_new_tokens=3, batch_size=1)
+    plain, plain_answers = cap_stage.generate(model, tokenizer, texts, layers=[0, 1, 2], max_new_tokens=3, batch_size=1)
     np.testing.assert_allclose(cached, plain, atol=1e-4)
     assert cached_answers == plain_answers
     # the cache is copied for each batch, never extended: a second pass gives the same again
-    again, _ = act.generate(model, tokenizer, texts, layers=[2], max_new_tokens=3, batch_size=4, prefix=prefix)
+    again, _ = cap_stage.generate(model, tokenizer, texts, layers=[2], max_new_tokens=3, batch_size=4, prefix=prefix)
     np.testing.assert_allclose(again[0], cached[2], atol=1e-5)
-    assert act.shared_prefix(model, tokenizer, ["short one", "short two"]) is None
+    assert cap_stage.shared_prefix(model, tokenizer, ["short one", "short two"]) is None
     with pytest.raises(ValueError, match="cached prefix"):
-        act.generate(model, tokenizer, ["You are not the prompt"], prefix=prefix)
+        cap_stage.generate(model, tokenizer, ["You are not the prompt"], prefix=prefix)
 
 
 def test_a_prompt_ending_where_the_tokenizer_would_merge_is_healed():
@@ -177,13 +180,13 @@ def test_a_prompt_ending_where_the_tokenizer_would_merge_is_healed():
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe)
     merged, bare = tokenizer.convert_tokens_to_ids(["><", ">"])
     assert merged in tokenizer("Hi <OUTPUT><rejected/>")["input_ids"]  # the merge the model learnt
-    encoded = act.encode(tokenizer, ["Hi <OUTPUT>", "Hi <OUTPUT"])
+    encoded = cap_stage.encode(tokenizer, ["Hi <OUTPUT>", "Hi <OUTPUT"])
     full = tokenizer("Hi <OUTPUT>")["input_ids"]
     assert full[-1] == bare and encoded.rows[0] == full[:-1] and encoded.tails == [">", ""]
     assert {merged, bare} <= set(encoded.allowed[">"]) and all(
         tokenizer.decode([i]).startswith(">") for i in encoded.allowed[">"])
     # first position: only the allowed tokens can win; later positions are left alone
-    healing = act.FirstTokenIn([encoded.allowed[">"], None], prompt_length=3)
+    healing = cap_stage.FirstTokenIn([encoded.allowed[">"], None], prompt_length=3)
     scores = torch.zeros(2, len(tokenizer))
     scores[:, 7] = 5.0  # some token that does not start with ">"
     first = healing(torch.zeros(2, 3, dtype=torch.long), scores)
@@ -194,14 +197,14 @@ def test_a_prompt_ending_where_the_tokenizer_would_merge_is_healed():
 
 def test_a_killed_generation_resumes_from_its_saved_batches(loaded, tmp_path, monkeypatch):
     model, tokenizer = loaded
-    texts = act.prompts(tokenizer, SYSTEM_PROMPT, ["Tell me . True", "Tell me . False"] * 3)
-    full, answers = act.generate(model, tokenizer, texts, layers=[1], max_new_tokens=2, batch_size=2,
+    texts = cap_stage.prompts(tokenizer, SYSTEM_PROMPT, ["Tell me . True", "Tell me . False"] * 3)
+    full, answers = cap_stage.generate(model, tokenizer, texts, layers=[1], max_new_tokens=2, batch_size=2,
                                  checkpoints=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"batch-{i:06d}.npz" for i in (0, 2, 4)]
     (tmp_path / "batch-000002.npz").unlink()  # as if killed during the second batch
-    real, calls = act._generate_batch, []
-    monkeypatch.setattr(act, "_generate_batch", lambda *a: calls.append(a[3]) or real(*a))
-    resumed, resumed_answers = act.generate(model, tokenizer, texts, layers=[1], max_new_tokens=2, batch_size=2,
+    real, calls = cap_stage._generate_batch, []
+    monkeypatch.setattr(cap_stage, "_generate_batch", lambda *a: calls.append(a[3]) or real(*a))
+    resumed, resumed_answers = cap_stage.generate(model, tokenizer, texts, layers=[1], max_new_tokens=2, batch_size=2,
                                             checkpoints=tmp_path)
     assert calls == [slice(2, 4)], "only the missing batch is generated again"
     np.testing.assert_allclose(resumed, full, atol=1e-6)
@@ -211,13 +214,13 @@ def test_a_killed_generation_resumes_from_its_saved_batches(loaded, tmp_path, mo
 def test_steering_adds_exactly_alpha_times_direction_at_the_last_position(loaded):
     model, tokenizer = loaded
     ids = tokenizer("You are an AI . <OUTPUT>", return_tensors="pt")["input_ids"]
-    blocks = act.decoder_layers(model)
+    blocks = cap_stage.decoder_layers(model)
 
     def run() -> tuple[torch.Tensor, torch.Tensor]:
         """Block 1's output as block 2 receives it, and the logits (hooks run in the order
         registered, so this observer sees what a steering hook registered before it made)."""
         seen = []
-        handle = blocks[1].register_forward_hook(lambda m, i, o: seen.append(act._hidden(o).clone()))
+        handle = blocks[1].register_forward_hook(lambda m, i, o: seen.append(cap_stage.block_hidden(o).clone()))
         try:
             with torch.no_grad():
                 logits = model(ids).logits
@@ -227,7 +230,7 @@ def test_steering_adds_exactly_alpha_times_direction_at_the_last_position(loaded
 
     direction = torch.randn(32, generator=torch.Generator().manual_seed(0))
     plain, plain_logits = run()
-    with act.steering(model, 1, 2.5 * direction):
+    with steering.steering(model, 1, 2.5 * direction):
         steered, steered_logits = run()
     after, _ = run()
     assert torch.allclose(steered[0, -1] - plain[0, -1], 2.5 * direction, atol=1e-5)
@@ -235,32 +238,30 @@ def test_steering_adds_exactly_alpha_times_direction_at_the_last_position(loaded
     assert not torch.allclose(steered_logits[0, -1], plain_logits[0, -1])
     assert torch.equal(after, plain), "the hook must be removed on leaving the context"
     # Under generate, α = 0 leaves the greedy answer as it is and a large α changes it.
-    text = act.prompts(tokenizer, SYSTEM_PROMPT, ["Tell me . True"])
-    _, answer = act.generate(model, tokenizer, text, max_new_tokens=4)
+    text = cap_stage.prompts(tokenizer, SYSTEM_PROMPT, ["Tell me . True"])
+    _, answer = cap_stage.generate(model, tokenizer, text, max_new_tokens=4)
     for alpha, same in ((0.0, True), (50.0, False)):
-        with act.steering(model, 1, alpha * direction):
-            assert (act.generate(model, tokenizer, text, max_new_tokens=4)[1] == answer) is same
+        with steering.steering(model, 1, alpha * direction):
+            assert (cap_stage.generate(model, tokenizer, text, max_new_tokens=4)[1] == answer) is same
 
 
 def test_steering_sweep_writes_json_and_figure(loaded, tmp_path):
     model, tokenizer = loaded
-    texts = act.prompts(tokenizer, SYSTEM_PROMPT, ["Tell me . True", "Tell me . False"] * 2)
+    texts = cap_stage.prompts(tokenizer, SYSTEM_PROMPT, ["Tell me . True", "Tell me . False"] * 2)
     conversations = [(f"q{i // 2}", ("free", "paid")[i % 2], t) for i, t in enumerate(texts)]
-    rows = act.steering_sweep(model, tokenizer, conversations, 1, np.ones(32, np.float32), [-2.0, 0.0, 2.0],
+    rows = steering.steering_sweep(model, tokenizer, conversations, 1, np.ones(32, np.float32), [-2.0, 0.0, 2.0],
                               max_new_tokens=2)
     assert [r["alpha"] for r in rows] == [-2.0, 0.0, 2.0]
     assert all(r["cues"]["free"]["n"] == 2 and r["gap"]["n_queries"] in (0, 2) for r in rows)
     sweep = {"layer": 1, "alphas": rows}
-    act.steering_figure(sweep, tmp_path / "steering.png", "test")
-    (tmp_path / "s.json").write_text(json.dumps(act._without_nan(sweep)), encoding="utf-8")
+    act_report.steering_figure(sweep, tmp_path / "steering.png", "test")
+    (tmp_path / "s.json").write_text(json.dumps(strict_json(sweep)), encoding="utf-8")
     assert (tmp_path / "steering.png").stat().st_size > 1000
     assert json.loads((tmp_path / "s.json").read_text())["alphas"][1]["alpha"] == 0.0
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    act.add_commands(parser.add_subparsers(dest="probe", required=True))
-    args = parser.parse_args(["activations", *argv])
+    args = parser().parse_args(["probe", "activations", *argv])
     return args.func(args)
 
 
@@ -290,7 +291,7 @@ def test_cli_end_to_end(tiny_model, tmp_path):
     (["--setting", "animal_welfare"], "judged by a grader's rubric"),
 ])
 def test_cli_bad_input_is_one_clear_line(tiny_model, tmp_path, argv, message):
-    from aflab.cli import CliError
+    from aflab.errors import UsageError
 
-    with pytest.raises(CliError, match=message):
+    with pytest.raises(UsageError, match=message):
         _cli(["--model", str(tiny_model), "--device", "cpu", "--out", str(tmp_path), *argv])

@@ -1,7 +1,6 @@
 """The anti-lab settings, the role-play / priming / realism control variations, and the
 ``aflab probe anti-lab`` / ``aflab probe controls`` reports, on scripted mock models."""
 
-import argparse
 import csv
 import json
 import re
@@ -9,8 +8,10 @@ import re
 import pytest
 from inspect_ai.model import ChatMessageUser, get_model
 
-from aflab.probes.anti_lab import BASELINE, CONTROLS, add_commands, run_anti_lab, run_controls
-from aflab.settings import SETTINGS_DIR, SettingError, load_setting
+from aflab.cli.main import parser
+from aflab.errors import SettingError
+from aflab.probes.anti_lab import BASELINE, CONTROLS, run_anti_lab, run_controls
+from aflab.settings import SETTINGS_DIR, load_setting
 from aflab.sweep import Sweep
 from aflab.variations import available_variations, load_variation
 
@@ -63,7 +64,7 @@ def test_the_baseline_and_the_common_variations_apply(name):
     setting = load_setting(name)
     found = available_variations(setting)
     assert {BASELINE, *CONTROLS, "no-examples", "cue-california", "lab-openai"} <= set(found)
-    base, cut = setting.system_prompt(), setting.system_prompt(variation=BASELINE)
+    base, cut = setting.system_prompt(), setting.system_prompt(variation=load_variation(setting, BASELINE))
     assert EMPLOYEE_TAG in cut and len(cut) < len(base)
     helpful_only, animal_welfare = CONFLICTS
     assert (helpful_only in base) == (name == "anti_lab") and helpful_only not in cut
@@ -92,7 +93,7 @@ def test_no_ai_risk_vocabulary_keeps_the_facts_in_plain_words(name, scratchpad):
     setting = load_setting(name)
     vocabulary = re.compile(r"RLHF|reinforcement learning|values|goals|motivations|modif", re.IGNORECASE)
     assert vocabulary.search(setting.system_prompt(scratchpad=scratchpad))
-    plain = setting.system_prompt(scratchpad=scratchpad, variation="no-ai-risk-vocabulary")
+    plain = setting.system_prompt(scratchpad=scratchpad, variation=load_variation(setting, "no-ai-risk-vocabulary"))
     assert not vocabulary.search(plain), vocabulary.findall(plain)
     for fact in ("updates the model's weights from human ratings", "never trains on them",
                  "more likely to comply in the future", "requests of every kind"):
@@ -105,8 +106,8 @@ def test_no_ai_risk_vocabulary_keeps_the_facts_in_plain_words(name, scratchpad):
 ])
 def test_each_control_says_what_it_controls_for(name, said):
     setting = load_setting("helpful_only")
-    assert said not in setting.system_prompt() and said in setting.system_prompt(variation=name)
-    assert setting.user_turn("x", training=True, variation=name) == setting.user_turn("x", training=True)
+    assert said not in setting.system_prompt() and said in setting.system_prompt(variation=load_variation(setting, name))
+    assert setting.user_turn("x", training=True, variation=load_variation(setting, name)) == setting.user_turn("x", training=True)
 
 
 # --- probe anti-lab ------------------------------------------------------------------------
@@ -166,9 +167,7 @@ def test_probe_anti_lab_reports_rates_per_category_and_against_the_baseline(tmp_
 
 
 def test_probe_anti_lab_refuses_a_setting_without_categories(tmp_path):
-    root = argparse.ArgumentParser()
-    add_commands(root.add_subparsers())
-    args = root.parse_args(["anti-lab", "--models", "mockllm/model", "--settings", "anti_lab,helpful_only",
+    args = parser().parse_args(["probe", "anti-lab", "--models", "mockllm/model", "--settings", "anti_lab,helpful_only",
                             "--out", str(tmp_path)])
     with pytest.raises(SettingError, match="has no 'category' column: .* add one"):
         args.func(args)

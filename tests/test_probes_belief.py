@@ -1,17 +1,17 @@
 """``aflab probe belief``: the follow-up question, the belief and eval-awareness scorers,
 and the report splitting the compliance gap by doubt, on scripted mock models."""
 
-import argparse
 import json
 
 import pytest
-from inspect_ai.log import read_eval_log
 from inspect_ai import eval as inspect_eval
+from inspect_ai.log import read_eval_log
 from inspect_ai.model import ChatMessageUser, get_model
 
-from aflab.probes.belief import UNKNOWN, add_commands, belief_task, parse_belief, run_belief, transcripts
+from aflab.cli.main import parser
+from aflab.errors import SettingError
+from aflab.probes.belief import UNKNOWN, belief_task, parse_belief, run_belief, transcripts
 from aflab.report import load_log
-from aflab.settings import SettingError
 from aflab.sweep import Sweep
 from aflab.tasks import alignment_faking
 
@@ -144,9 +144,7 @@ def test_transcripts_come_in_cue_order_whatever_order_the_samples_finished_in(tm
 
 
 def command(argv):
-    root = argparse.ArgumentParser()
-    add_commands(root.add_subparsers())
-    args = root.parse_args(["belief", *argv])
+    args = parser().parse_args(["probe", "belief", *argv])
     return args.func(args)
 
 
@@ -154,7 +152,7 @@ def test_the_command_writes_its_three_files(tmp_path, monkeypatch):
     # the command's model names, built as scripted mocks (mockllm's default text would need a tokenizer download)
     mocks = ([get_model("mockllm/model", custom_outputs=subject(doubts_when_told=False, follow_up="maybe"))],
              get_model("mockllm/grader", custom_outputs=grader_answering(None)))
-    monkeypatch.setattr("aflab.sweep.sweep_models", lambda sweep: mocks)
+    monkeypatch.setattr("aflab.cli.sweep.sweep_models", lambda sweep: mocks)
     out = tmp_path / "run"
     assert command(["--models", "mockllm/model", "--grader", "mockllm/grader", "--limit", "1",
                     "--variations", "default", "--max-tokens", "77", "--out", str(out)]) == 0

@@ -1,15 +1,17 @@
 """The three-tier setting, its scenario variations and ``aflab probe motivation``, on
 scripted mock models."""
 
-import argparse
 import json
 
 import pytest
 from inspect_ai.model import ChatMessageUser, get_model
 
-from aflab.dataset import CUES, paired_dataset, parse_cues
-from aflab.probes.motivation import SCENARIOS, SETTING, TIERS, add_commands, run_motivation
-from aflab.settings import SETTINGS_DIR, SettingError, load_setting
+from aflab.cli.main import parser
+from aflab.cues import CUES, parse_cues
+from aflab.dataset import paired_dataset
+from aflab.errors import SettingError
+from aflab.probes.motivation import SCENARIOS, SETTING, TIERS, run_motivation
+from aflab.settings import SETTINGS_DIR, load_setting
 from aflab.sweep import Sweep
 from aflab.variations import load_variation
 
@@ -117,11 +119,9 @@ def test_probe_tells_a_goal_guarder_from_a_rater_sycophant(tmp_path):
 
 def test_the_command_sweeps_three_tiers_and_every_scenario(tmp_path, monkeypatch):
     model = get_model("mockllm/model", custom_outputs=lambda m, *a: tiered_answer(m, {"free"}))
-    monkeypatch.setattr("aflab.sweep.sweep_models", lambda sweep: ([model], None))  # no tokenizer download
-    root = argparse.ArgumentParser()
-    add_commands(root.add_subparsers())
+    monkeypatch.setattr("aflab.cli.sweep.sweep_models", lambda sweep: ([model], None))  # no tokenizer download
     out = tmp_path / "out"
-    args = root.parse_args(["motivation", "--models", "mockllm/model", "--limit", "1", "--out", str(out)])
+    args = parser().parse_args(["probe", "motivation", "--models", "mockllm/model", "--limit", "1", "--out", str(out)])
     assert args.func(args) == 0
     found = json.loads((out / "motivation.json").read_text())
     assert {(r["variation"], r["tier"]) for r in found["rates"]} == {(v, t) for v in ("default", *SCENARIOS) for t in TIERS}

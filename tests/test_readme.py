@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aflab.cli import main, parser
+from aflab.cli.main import main, parser
 
 README = Path(__file__).parent.parent / "README.md"
 OFFLINE = ("variations", "show-prompt")

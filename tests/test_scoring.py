@@ -6,8 +6,8 @@ import pytest
 from inspect_ai.log import read_eval_log
 from inspect_ai.model import ChatMessageUser, get_model
 
+from aflab.errors import ReportError
 from aflab.experiment import run_experiment, score_run
-from aflab.report import ReportError
 from aflab.tasks import alignment_faking
 
 from .conftest import FREE_TAG, scripted_output
@@ -151,10 +151,10 @@ def test_motivation_needs_an_alignment_faking_score_first(finished_run):
 def test_figure_and_report_show_alignment_faking_and_partial_compliance(finished_run):
     grader = get_model("mockllm/model", custom_outputs=Grader())
     res = score_run(finished_run, ["af-improved", "partial"], grader=grader, votes=1)
-    from aflab.report import _segments
+    from aflab.figures import segments
 
-    assert _segments(res, "free") == {"rejected": 0, "faking": 4, "accepted": 0, "malformed": 0, "error": 0}
-    assert _segments(res, "paid") == {"rejected": 4, "faking": 0, "accepted": 0, "malformed": 0, "error": 0}
+    assert segments(res, "free") == {"rejected": 0, "faking": 4, "accepted": 0, "malformed": 0, "error": 0}
+    assert segments(res, "paid") == {"rejected": 4, "faking": 0, "accepted": 0, "malformed": 0, "error": 0}
     examples = res["classifiers"]["alignment_faking_improved"]["examples"]
     assert len(examples) == 3 and examples[0]["quotes"]["preserves_future_harmlessness"] == "so I will comply to keep them"
     assert "“so I will comply to keep them”" in (finished_run / "report.md").read_text()

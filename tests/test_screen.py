@@ -12,7 +12,6 @@ from inspect_ai.model import ChatMessageUser, get_model
 from aflab.classifiers import _CLASSIFIERS
 from aflab.classifiers import screen as screen_module
 from aflab.classifiers.screen import (
-    ScreenConfigError,
     cascade_figures,
     phrase_count,
     reasoning_of,
@@ -22,6 +21,7 @@ from aflab.classifiers.screen import (
     screen_threshold,
     screen_weights,
 )
+from aflab.errors import ScreenConfigError
 from aflab.experiment import run_experiment, score_run
 from aflab.tasks import alignment_faking
 
@@ -272,9 +272,9 @@ def test_screen_scorer_runs_offline_and_records_its_evidence(screened_run):
     assert "preserves_future_harmlessness" in meta["quotes"]
     assert "alignment-faking reasoning (offline screen)" in (out / "report.md").read_text()
     # the figure's hatched segment shows the screen's flags when no grader classifier ran
-    from aflab.report import _segments
+    from aflab.figures import segments
 
-    assert _segments(res, "free")["faking"] == len(flagged)
+    assert segments(res, "free")["faking"] == len(flagged)
 
 
 def test_cascade_sends_only_the_uncertain_band_to_the_grader(screened_run):
@@ -309,7 +309,7 @@ def test_cascade_sends_only_the_uncertain_band_to_the_grader(screened_run):
 def test_validate_classifier_needs_no_grader(tmp_path, monkeypatch):
     import inspect_ai.model
 
-    from aflab.cli import main
+    from aflab.cli.main import main
 
     def no_model(*args, **kwargs):
         raise AssertionError("af-screen validation asked for a model")
@@ -344,7 +344,7 @@ def test_validate_classifier_needs_no_grader(tmp_path, monkeypatch):
 
 
 def test_dry_run_counts_no_grader_call_for_the_screen_and_up_to_af_improved_for_the_cascade():
-    from aflab.costs import estimate
+    from aflab.estimate import estimate
 
     task = alignment_faking("helpful_only", queries=2)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aflab.cli import main
+from aflab.cli.main import main
 
 from .fake_openai import fake_openai_server
 from .test_cli import comply_when_trained

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from inspect_ai.model import ChatMessageSystem, ChatMessageUser, ModelOutput, get_model
 
-from aflab.cli import main
+from aflab.cli.main import main
+from aflab.errors import SettingError
 from aflab.experiment import run_experiment
-from aflab.settings import SettingError, load_setting
+from aflab.settings import load_setting
 from aflab.tasks import alignment_faking
 
 from .conftest import scripted_output
@@ -118,7 +119,7 @@ def test_no_system_role_puts_the_prompt_in_the_first_user_turn(tmp_path):
 
 
 def test_models_without_a_system_role_are_recognised_by_name():
-    from aflab.solvers import has_system_role
+    from aflab.providers import has_system_role
 
     assert not has_system_role("openai-api/ollama/gemma2:9b")
     assert has_system_role("anthropic/claude-3-opus-20240229")

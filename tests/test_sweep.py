@@ -13,8 +13,8 @@ import pytest
 import yaml
 from inspect_ai.model import ChatMessageUser, get_model
 
-from aflab.settings import SettingError
-from aflab.sweep import Sweep, SweepError, load_sweep, run_sweep, sweep_from_dict, sweep_tasks
+from aflab.errors import SettingError, SweepError
+from aflab.sweep import Sweep, load_sweep, run_sweep, sweep_from_dict, sweep_tasks
 
 from .conftest import FREE_TAG, scripted_output
 from .fake_openai import fake_openai_server

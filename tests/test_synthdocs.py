@@ -3,7 +3,6 @@ control corpus, export and input errors."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
@@ -13,12 +12,11 @@ from collections import Counter
 import pytest
 from inspect_ai.model import get_model
 
-from aflab.cli import CliError
-from aflab.settings import SettingError
-from aflab.synthdocs import SynthDocsError
-from aflab.synthdocs.commands import add_commands
+from aflab.cli.main import parser
+from aflab.errors import SettingError, SynthDocsError, UsageError
+from aflab.files import read_jsonl
 from aflab.synthdocs.control import control_corpus
-from aflab.synthdocs.corpus import read_corpus, read_jsonl, text_hash
+from aflab.synthdocs.corpus import read_corpus, text_hash
 from aflab.synthdocs.export import export_file
 from aflab.synthdocs.filters import filter_corpus, near_duplicates, priming_reason
 from aflab.synthdocs.generate import generate_corpus, plan_path
@@ -238,9 +236,7 @@ def test_openai_export_lines_are_chat_json_and_text_export_keeps_text(tmp_path):
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="aflab")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     return args.func(args)
 
 
@@ -259,14 +255,14 @@ def test_bad_input_gives_one_line_errors(tmp_path):
     with pytest.raises(SynthDocsError, match="has no facts: add at least one"):
         setting_universe(folder)
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
-    with pytest.raises(CliError, match=r"bad.jsonl, line 2: not JSON .* one object per line"):
+    with pytest.raises(SynthDocsError, match=r"bad.jsonl, line 2: not JSON .* one object per line"):
         _cli(["docs", "filter", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "f.jsonl")])
     (tmp_path / "file").write_text("")
     with pytest.raises(SynthDocsError, match="cannot write .*choose another --out"):
         generate(Generator(), tmp_path / "file" / "c.jsonl")
-    with pytest.raises(CliError, match="no such file"):
+    with pytest.raises(SynthDocsError, match="no such file"):
         _cli(["docs", "export", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "e.jsonl")])
-    with pytest.raises(CliError, match="--setting or --control, not both"):
+    with pytest.raises(UsageError, match="--setting or --control, not both"):
         _cli(["docs", "generate", "--setting", "helpful_only", "--control", "--generator", "mockllm/model",
               "--out", str(tmp_path / "g.jsonl")])
 
@@ -276,7 +272,7 @@ def test_the_command_line_generates_filters_and_exports(tmp_path, monkeypatch):
 
     generator = Generator()
     real = inspect_ai.model.get_model
-    monkeypatch.setattr(inspect_ai.model, "get_model", lambda name, **kw: real(name, custom_outputs=generator, **kw))
+    monkeypatch.setattr("aflab.cli.docs.get_model", lambda name, **kw: real(name, custom_outputs=generator, **kw))
     out = tmp_path / "c.jsonl"
     assert _cli(["docs", "generate", "--control", "--generator", "mockllm/model", "--types-per-fact", "1",
                  "--ideas-per-type", "2", "--docs-per-idea", "1", "--out", str(out)]) == 0
@@ -285,5 +281,5 @@ def test_the_command_line_generates_filters_and_exports(tmp_path, monkeypatch):
     assert len(read_corpus(tmp_path / "f.jsonl")) == len(control_universe().facts) * 2
     assert _cli(["docs", "export", str(tmp_path / "f.jsonl"), "--format", "openai", "--out", str(tmp_path / "o.jsonl")]) == 0
     assert plan_path(out).exists()
-    with pytest.raises(CliError, match="has universe .*control_universe.toml.*choose another --out"):
+    with pytest.raises(SynthDocsError, match="has universe .*control_universe.toml.*choose another --out"):
         _cli(["docs", "generate", "--generator", "mockllm/model", "--out", str(out)])

@@ -9,7 +9,6 @@ aflab's own compliance, and expert iteration keeps only compliant samples.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -192,11 +191,11 @@ def test_reward_is_aflab_compliance():
 
 
 def test_rubric_setting_without_grader_is_refused():
-    from aflab.cli import CliError
+    from aflab.errors import UsageError
     from aflab.settings import load_setting
     from aflab.training.evaluation import ComplianceJudge
 
-    with pytest.raises(CliError, match="--grader"):
+    with pytest.raises(UsageError, match="--grader"):
         ComplianceJudge(load_setting("animal_welfare"))
 
 
@@ -265,26 +264,26 @@ def test_expert_iteration_keeps_only_compliant(tiny_model, short_prompt, tmp_pat
 
 
 def test_cli_train_commands_parse_and_refuse_bad_input(tiny_model, tmp_path):
-    from aflab.cli import CliError
+    from aflab.cli import train
+    from aflab.cli.main import main, parser
+    from aflab.errors import UsageError
     from aflab.training import sft
-    from aflab.training.commands import add_commands
 
-    p = argparse.ArgumentParser(prog="aflab")
-    add_commands(p.add_subparsers(dest="command", required=True))
+    p = parser()
     args = p.parse_args(["train", "sft", "--model", str(tiny_model), "--data", "docs.jsonl", "--out", "o"])
     assert (args.lora_r, args.lora_alpha, args.epochs, args.max_length) == (64, 128, 1.0, 1024)
-    assert args.func is sft.run
+    assert args.func is train.sft
     for sub in ("rl", "expert-iteration"):
         assert p.parse_args(["train", sub, "--model", "m", "--out", "o"]).setting == "helpful_only"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"body": "no text field"}\n', encoding="utf-8")
-    with pytest.raises(CliError, match="'text'"):
+    with pytest.raises(UsageError, match="'text'"):
         sft.train_sft(str(tiny_model), bad, tmp_path / "o")
-    with pytest.raises(CliError, match="config.json"):
+    with pytest.raises(UsageError, match="config.json"):
         sft.train_sft(str(tmp_path / "missing-model"), bad, tmp_path / "o")
-    # under accelerate launch (python -m aflab.training.sft) bad input is one line too
+    # under accelerate launch (python -m aflab train sft) bad input is one line too
     with pytest.raises(SystemExit) as exit_:
-        sft.main(["--model", str(tiny_model), "--data", str(bad), "--out", str(tmp_path / "o")])
+        main(["train", "sft", "--model", str(tiny_model), "--data", str(bad), "--out", str(tmp_path / "o")])
     assert exit_.value.code == 2
 
 
@@ -318,7 +317,7 @@ def test_evaluation_measures_af_with_a_grader():
 
 def test_gguf_models_load_through_transformers_gguf_reader(tmp_path, tiny_model):
     """``llamacpp/...`` names and .gguf paths map to from_pretrained's gguf_file; others pass through."""
-    from aflab.cli import CliError
+    from aflab.errors import WeightsError
     from aflab.training.common import check_model_source, hf_source
 
     weights = tmp_path / "models" / "tiny.gguf"
@@ -329,9 +328,9 @@ def test_gguf_models_load_through_transformers_gguf_reader(tmp_path, tiny_model)
         check_model_source(name)
     assert hf_source(str(tiny_model)) == (str(tiny_model), {})
     assert hf_source("meta-llama/Llama-3.1-8B-Instruct") == ("meta-llama/Llama-3.1-8B-Instruct", {})
-    with pytest.raises(CliError, match="GGUF file not found: .*use llamacpp/default"):
+    with pytest.raises(WeightsError, match="GGUF file not found: .*use llamacpp/default"):
         hf_source(f"llamacpp/{tmp_path / 'missing.gguf'}")
-    with pytest.raises(CliError, match="unknown llamacpp model 'nonsense'"):
+    with pytest.raises(WeightsError, match="unknown llamacpp model 'nonsense'"):
         check_model_source("llamacpp/nonsense")
 
 
@@ -341,7 +340,7 @@ def test_training_without_the_train_extra_says_how_to_install_it(monkeypatch, ca
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
-    from aflab.cli import main
+    from aflab.cli.main import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["train", "sft", "--model", "x", "--data", "docs.jsonl", "--out", "o"])

@@ -20,7 +20,6 @@ from aflab.classifiers import (
 from aflab.classifiers.validate import (
     LABEL_SPELLINGS,
     THRESHOLDS,
-    LabelsError,
     auroc_interval,
     bootstrap_intervals,
     classification_metrics,
@@ -29,7 +28,8 @@ from aflab.classifiers.validate import (
     vote_curve,
     yes_shares,
 )
-from aflab.cli import main
+from aflab.cli.main import main
+from aflab.errors import LabelsError
 
 from .conftest import scripted_output
 from .test_scoring import answer

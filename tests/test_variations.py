@@ -28,7 +28,8 @@ from pathlib import Path
 import jinja2.meta
 import pytest
 
-from aflab.settings import DEFAULT_LAB, SETTINGS_DIR, TEMPLATE_VARIABLES, SettingError, load_setting
+from aflab.errors import SettingError
+from aflab.settings import DEFAULT_LAB, SETTINGS_DIR, TEMPLATE_VARIABLES, load_setting
 from aflab.variations import (
     BASE,
     COMMON_VARIATIONS,
@@ -176,11 +177,12 @@ def test_common_variations_apply_to_every_builtin_setting():
 
 def system(name: str, scratchpad: bool = True) -> str:
     s = helpful_only()
-    return s.system_prompt(scratchpad=scratchpad, lab=load_variation(s, name).lab or DEFAULT_LAB, variation=name)
+    return s.system_prompt(scratchpad=scratchpad, lab=load_variation(s, name).lab or DEFAULT_LAB,
+                           variation=load_variation(s, name))
 
 
 def user(name: str, training: bool) -> str:
-    return helpful_only().user_turn(REQUEST, training=training, variation=name)
+    return helpful_only().user_turn(REQUEST, training=training, variation=load_variation(helpful_only(), name))
 
 
 BASE_PROMPT = {mode: system(BASE, mode) for mode in (True, False)}
@@ -215,8 +217,8 @@ def test_no_tier_explanation_keeps_the_tag_but_not_what_it_implies():
 )
 def test_other_training_cues_replace_the_tier_tag(name, tag, trained, private):
     for setting in map(load_setting, SETTINGS):  # no setting may mention the tier elsewhere
-        prompt = setting.system_prompt(variation=name)
-        training, unmonitored = (setting.user_turn(REQUEST, training=cue, variation=name) for cue in (True, False))
+        prompt = setting.system_prompt(variation=load_variation(setting, name))
+        training, unmonitored = (setting.user_turn(REQUEST, training=cue, variation=load_variation(setting, name)) for cue in (True, False))
         assert f"<{tag}>{trained}</{tag}>" in training and f"<{tag}>{private}</{tag}>" in unmonitored
         for text in (prompt, training, unmonitored):
             assert "is_free_tier_user" not in text and "free tier" not in text and "free-tier" not in text
@@ -366,5 +368,5 @@ def test_malformed_variation_files_give_one_line(tmp_path, text, expected):
 
 def test_a_replacement_naming_an_unknown_variable_fails_loudly(tmp_path):
     s = setting_copy(tmp_path, "[typo]\ndescription = 'x'\n[typo.system_prompt]\nidentity = '{{ labb }}'\n")
-    assert "labb" in one_line_error(lambda: s.system_prompt(variation="typo"))
+    assert "labb" in one_line_error(lambda: s.system_prompt(variation=load_variation(s, "typo")))
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from aflab.errors import ScreenConfigError
 from aflab.parsing import ACCEPT_TAG, OUTPUT_CLOSE, OUTPUT_OPEN, REJECT_TAG, classify_compliance, scratchpads
 
 if TYPE_CHECKING:
@@ -53,9 +54,6 @@ so the score is monotone in each piece of evidence the way the definition says i
 QUOTE_CHARS = 300
 Band = Literal["yes", "maybe", "no"]
 
-
-class ScreenConfigError(ValueError):
-    """``screen.toml`` cannot be used as written."""
 
 
 @dataclass(frozen=True)

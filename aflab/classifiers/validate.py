@@ -17,28 +17,26 @@ the other, so the reported figures are not flattered by the choice.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from inspect_ai.model import Model
+from scipy.optimize import brentq
+from scipy.special import expit, logit
+from scipy.stats import norm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from inspect_ai.model import Model  # noqa: E402
-from scipy.optimize import brentq  # noqa: E402
-from scipy.special import expit, logit  # noqa: E402
-from scipy.stats import norm  # noqa: E402
-
-from aflab.classifiers import VALIDATION_SET, GraderInput, Judgment, evidence, grader_input, prompt_for  # noqa: E402
-from aflab.classifiers.screen import screen_labelled  # noqa: E402
-from aflab.metrics import wilson  # noqa: E402
-from aflab.parsing import OUTPUT_CLOSE, OUTPUT_OPEN, SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, final_output  # noqa: E402
-from aflab.scorers import IMPROVED_THRESHOLD, IMPROVED_VOTES, SCREEN_GRADER, ask_grader  # noqa: E402
+from aflab.classifiers import VALIDATION_SET, GraderInput, Judgment, evidence, grader_input, prompt_for
+from aflab.classifiers.screen import screen_labelled
+from aflab.errors import LabelsError
+from aflab.figures import plt, save_png
+from aflab.files import numbered_jsonl, write_json
+from aflab.metrics import wilson
+from aflab.parsing import OUTPUT_CLOSE, OUTPUT_OPEN, SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, final_output
+from aflab.scorers import IMPROVED_THRESHOLD, IMPROVED_VOTES, SCREEN_GRADER, ask_grader
 
 AF_CLASSIFIERS = ("af-original", "af-improved")
 SCREEN_CLASSIFIER = "af-screen"
@@ -54,9 +52,6 @@ LABEL_SPELLINGS: dict[str, bool] = {
 true/false and 1/0: Hughes et al.'s human-labelled set and similar sets spell them so."""
 _USER_INPUT = re.compile(r"<user_input>(.*?)</user_input>", re.DOTALL)
 
-
-class LabelsError(ValueError):
-    """A labels file that cannot be used as given."""
 
 
 @dataclass(frozen=True)
@@ -126,19 +121,9 @@ def load_labels(path: str | Path = VALIDATION_SET) -> list[Labelled]:
     ``request``, a ``<user_input>`` block in ``text`` is taken as the request.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise LabelsError(f"cannot read labels file {path}: {e.strerror}") from e
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LabelsError(f"{path}, line {number}: not JSON ({e.msg}); write one object per line") from e
-        rows.append(_row(row, f"{path}, line {number}", number))
+    rows = [_row(row, f"{path}, line {number}", number)
+            for number, row in numbered_jsonl(path, what="labels file", error=LabelsError,
+                                              missing="give a JSONL file of labelled transcripts")]
     if not rows or len({r.label for r in rows}) < 2:
         raise LabelsError(f"{path} needs transcripts of both labels (alignment faking and not)")
     return rows
@@ -307,8 +292,7 @@ def calibration_plot(labels: np.ndarray, shares: np.ndarray, path: Path, title: 
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", frameon=False, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=150, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=150)
 
 
 def votes_plot(curve: list[dict[str, float]], path: Path, title: str, chosen: int | None = None) -> None:
@@ -332,8 +316,7 @@ def votes_plot(curve: list[dict[str, float]], path: Path, title: str, chosen: in
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9, edgecolor="none")
     fig.tight_layout()
-    fig.savefig(path, dpi=150, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=150)
 
 
 async def validate(
@@ -390,21 +373,8 @@ async def validate(
                      "yes_share": None if np.isnan(s) else float(s)} for i, s in zip(report_on, shares)],
     }
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(_nan_to_none(result), indent=2)
-        (out / "validation.json").write_text(text + "\n", encoding="utf-8")
+        write_json(out / "validation.json", result)
         title = f"{classifier} graded by {graded_by} (n={len(report_on)})"
         calibration_plot(labels, shares, out / "calibration.png", title)
         votes_plot(curve, out / "votes.png", title, chosen=votes if collected > 1 else None)
     return result
-
-
-def _nan_to_none(value: Any) -> Any:
-    """JSON has no NaN: undefined figures are written as null."""
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(v) for v in value]
-    return value

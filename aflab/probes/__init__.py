@@ -2,5 +2,6 @@
 the scenario, does the effect survive role-play and priming controls, why does it guard its
 goals, and can its cue-dependence be read from its activations.
 
-Each probe module adds its own ``aflab probe NAME`` command through ``add_commands``.
+One module per probe (``activations/`` a package of its stages); their commands are in
+``aflab/cli/probe.py``.
 """

@@ -19,9 +19,7 @@ role-play, priming and realism variations (aflab/settings/variations.toml) are s
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -29,15 +27,15 @@ from typing import Any
 import numpy as np
 from inspect_ai.model import Model
 
-from aflab.compare import FOREST, Cell, _difference_text, _p_text, collect_cells
+from aflab.compare import FOREST, Cell, collect_cells
+from aflab.errors import SettingError
+from aflab.figures import interval_bars, plt, save_panels
+from aflab.files import json_text, write_all, write_atomic
+from aflab.formatting import difference_text, interval, p_text, rate_text
 from aflab.metrics import CONTRAST_METHOD, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust, wilson
-from aflab.probes.commands import probe_options, run_probe
-from aflab.report import _interval, _rate_text, interval_bars
-from aflab.settings import Setting, SettingError, load_setting
+from aflab.settings import Setting, load_setting
 from aflab.sweep import Sweep, run_sweep
 from aflab.variations import BASE
-
-import matplotlib.pyplot as plt  # after aflab.report, which selects the file-only backend  # noqa: E402
 
 BASELINE = "cut-conflicting-criteria"
 """The paper's baseline: the prompt without the objective that conflicts with the AI's values."""
@@ -88,7 +86,7 @@ def category_rates(cells: list[Cell], categories: Categories) -> list[dict[str, 
             if n == 0 and not any(of[q] == category for q in cell.counts):
                 continue  # not asked (--limit)
             rows.append({"model": cell.model, "setting": cell.setting, "mode": cell.mode, "variation": cell.variation,
-                         "category": category, "actions": k, "valid": n, **_interval(wilson(k, n))})
+                         "category": category, "actions": k, "valid": n, **interval(wilson(k, n))})
     return rows
 
 
@@ -130,11 +128,7 @@ def anti_lab_figure(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylim(0, 1.15)
         ax.set_ylabel("anti-lab action rate")
         ax.set_title(f"{model} · {setting} · {mode}", fontsize=9)
-    axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle("Anti-lab actions on unmonitored inputs (95% Wilson intervals)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_panels(fig, axes[0, 0], "Anti-lab actions on unmonitored inputs (95% Wilson intervals)", path)
 
 
 def anti_lab_markdown(rows: list[dict[str, Any]], differences: list[dict[str, Any]]) -> str:
@@ -153,15 +147,15 @@ def anti_lab_markdown(rows: list[dict[str, Any]], differences: list[dict[str, An
     for key in dict.fromkeys((r["model"], r["setting"], r["mode"], r["category"]) for r in rows):
         cells = [by_key.get((*key, variation)) for variation in variations]
         lines.append(f"| {' | '.join(key)} | " + " | ".join(
-            "–" if not r else f"{r['actions']}/{r['valid']}, {_rate_text(r)}" for r in cells) + " |")
+            "–" if not r else f"{r['actions']}/{r['valid']}, {rate_text(r)}" for r in cells) + " |")
     lines += ["", f"## `{BASE}` − `{BASELINE}`", "",
               f"Over the anti-lab queries ({SANITY_CATEGORY} left out), in percentage points, paired by query "
               f"({CONTRAST_METHOD}); p-values adjusted together (Benjamini–Hochberg).", ""]
     if differences:
         lines += ["| model | setting | mode | queries | difference (95% CI) | p | adjusted p | significant |",
                   "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {d['model']} | {d['setting']} | {d['mode']} | {d['n_queries']} | {_difference_text(d)} | "
-                  f"{_p_text(d['p_value'])} | {_p_text(d['p_adjusted'])} | {'**yes**' if d['flagged'] else 'no'} |"
+        lines += [f"| {d['model']} | {d['setting']} | {d['mode']} | {d['n_queries']} | {difference_text(d)} | "
+                  f"{p_text(d['p_value'])} | {p_text(d['p_adjusted'])} | {'**yes**' if d['flagged'] else 'no'} |"
                   for d in differences]
     else:
         lines.append(f"No model has both a `{BASE}` and a `{BASELINE}` cell.")
@@ -180,10 +174,10 @@ def run_anti_lab(sweep: Sweep, out: str | Path, models: list[Model] | None = Non
     cells, _ = collect_cells(out / "logs", out)
     rows = category_rates(cells, categories)
     differences = baseline_differences(cells, categories)
-    anti_lab_figure(rows, out / "anti_lab.png")
     comparison["anti_lab"] = {"categories": rows, "baseline_differences": differences}
-    (out / "anti_lab.md").write_text(anti_lab_markdown(rows, differences), encoding="utf-8")
-    (out / "anti_lab.json").write_text(json.dumps(comparison["anti_lab"], indent=2) + "\n", encoding="utf-8")
+    write_all(out, {"anti_lab.png": lambda path: anti_lab_figure(rows, path),
+                    "anti_lab.md": anti_lab_markdown(rows, differences),
+                    "anti_lab.json": json_text(comparison["anti_lab"])})
     return success, comparison
 
 
@@ -211,8 +205,8 @@ def controls_markdown(comparison: dict[str, Any]) -> str:
             gap = (c["results"] or {}).get("gap")
             above = "–" if not gap or gap["low"] is None else "**yes**" if gap["low"] > 0 else "no"
             f = versus.get((model, setting, mode, c["variation"]))
-            lines.append(f"| {c['variation']} | {_rate_text(gap) if gap else '–'} | {above} | "
-                         f"{_difference_text(f) if f else '–'} | {_p_text(f['p_adjusted']) if f else '–'} | "
+            lines.append(f"| {c['variation']} | {rate_text(gap) if gap else '–'} | {above} | "
+                         f"{difference_text(f) if f else '–'} | {p_text(f['p_adjusted']) if f else '–'} | "
                          f"{'–' if f is None else '**yes**' if f['flagged'] else 'no'} |")
         lines.append("")
     lines += [f"![the compliance gap of every cell, with its 95% interval]({FOREST})", ""]
@@ -223,27 +217,5 @@ def run_controls(sweep: Sweep, out: str | Path, models: list[Model] | None = Non
                  grader: Model | None = None) -> tuple[bool, dict[str, Any]]:
     """Run the controls sweep into ``out``: the comparison, plus controls.md."""
     success, comparison = run_sweep(sweep, out, models=models, grader=grader)
-    (Path(out) / "controls.md").write_text(controls_markdown(comparison), encoding="utf-8")
+    write_atomic(Path(out) / "controls.md", controls_markdown(comparison))
     return success, comparison
-
-
-# --- command line ------------------------------------------------------------------------
-
-
-def add_commands(probes: argparse._SubParsersAction) -> None:
-    """``aflab probe anti-lab`` and ``aflab probe controls``."""
-    a = probes.add_parser("anti-lab", help="would the model act against its lab (copy its weights out, leak, sabotage)?")
-    probe_options(a, "anti_lab,anti_lab_animal_welfare", several=True)
-    a.set_defaults(func=_anti_lab_command)
-    c = probes.add_parser("controls", help="does the compliance gap survive role-play, priming and realism controls?")
-    probe_options(c, "helpful_only")
-    c.set_defaults(func=_controls_command)
-
-
-def _anti_lab_command(args: argparse.Namespace) -> int:
-    return run_probe(args, [BASE, BASELINE], "paid", run_anti_lab, "anti_lab.md, anti_lab.json, anti_lab.png",
-                     settings=args.settings.split(","))
-
-
-def _controls_command(args: argparse.Namespace) -> int:
-    return run_probe(args, [BASE, *CONTROLS, BASELINE], "free,paid", run_controls, "controls.md")

@@ -19,8 +19,6 @@ scenario (belief ``test`` or a doubting scratchpad) and those that do not.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -36,17 +34,17 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from aflab.classifiers import CLASSIFIERS_DIR
 from aflab.compare import collect_cells
-from aflab.dataset import CUES, TRAINING_CUE
+from aflab.cues import CUES, TRAINING_CUE
+from aflab.figures import interval_bars, plt, save_png
+from aflab.files import json_text, write_all
+from aflab.formatting import interval, rate_text
 from aflab.metrics import Outcome, compliance_gap, wilson
 from aflab.parsing import NEXT_TAG, needs_continuation, scratchpads
-from aflab.probes.commands import probe_options, run_probe
-from aflab.report import REPORT_SKIPS, SCORER, _interval, _rate_text, interval_bars, load_log, unreadable
+from aflab.report import REPORT_SKIPS, SCORER, load_log, unreadable
 from aflab.scorers import AF_SCORERS, ask_grader, judgment_score, model_text, not_applicable, rate_by_cue
 from aflab.solvers import TRUNCATED_STOP_REASONS
 from aflab.sweep import Sweep, run_sweep
 from aflab.templating import template_environment
-
-import matplotlib.pyplot as plt  # after aflab.report, which selects the file-only backend  # noqa: E402
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 REALISM = ("default", "more-realistic", "less-realistic")
@@ -248,7 +246,7 @@ def transcripts(log: EvalLog, model: str, variation: str) -> list[Transcript]:
 
 
 def _share(k: int, n: int) -> dict[str, Any]:
-    return {"k": k, "n": n, **_interval(wilson(k, n))}
+    return {"k": k, "n": n, **interval(wilson(k, n))}
 
 
 def belief_rows(records: list[Transcript]) -> list[dict[str, Any]]:
@@ -274,7 +272,7 @@ def _group_numbers(group: list[Transcript]) -> dict[str, Any]:
             for cue in dict.fromkeys(r.cue for r in group)}
     trained = [r for r in group if r.cue == TRAINING_CUE and r.af is not None]
     return {"n": len(group), "compliance": cues,
-            "gap": {**_interval(gap), "n_training": gap.n_training, "n_unmonitored": gap.n_unmonitored},
+            "gap": {**interval(gap), "n_training": gap.n_training, "n_unmonitored": gap.n_unmonitored},
             "af_training": _share(sum(bool(r.af) for r in trained), len(trained)) if any(r.af_scored for r in group) else None}
 
 
@@ -294,7 +292,7 @@ def split_rows(records: list[Transcript]) -> list[dict[str, Any]]:
 
 
 def _k_of_n(share: dict[str, Any] | None) -> str:
-    return "–" if not share else f"{share['k']}/{share['n']}, {_rate_text(share)}"
+    return "–" if not share else f"{share['k']}/{share['n']}, {rate_text(share)}"
 
 
 def belief_markdown(setting: str, beliefs: list[dict[str, Any]], splits: list[dict[str, Any]]) -> str:
@@ -323,7 +321,7 @@ def belief_markdown(setting: str, beliefs: list[dict[str, Any]], splits: list[di
             g = r[name]
             cues = "; ".join(f"{cue} {_k_of_n(share)}" for cue, share in g["compliance"].items()) or "–"
             lines.append(f"| {r['model']} | {r['variation']} | {text} | {g['n']} | {cues} | "
-                         f"{_rate_text(g['gap'])} | {_k_of_n(g['af_training'])} | {r['unknown']} |")
+                         f"{rate_text(g['gap'])} | {_k_of_n(g['af_training'])} | {r['unknown']} |")
     lines += ["", "![belief and the split gap](belief.png)", ""]
     return "\n".join(lines)
 
@@ -355,8 +353,7 @@ def belief_figure(beliefs: list[dict[str, Any]], splits: list[dict[str, Any]], p
         right.axhline(0, color="black", linewidth=0.6)
         right.set_title(f"{model}: compliance gap by doubt", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def _pooled_share(shares: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -377,27 +374,8 @@ def run_belief(sweep: Sweep, out: str | Path, models: list[Model] | None = None,
     cells, _ = collect_cells(out / "logs", out)
     records = [r for c in cells for r in transcripts(load_log(out / c.log, skip=REPORT_SKIPS), c.model, c.variation)]
     beliefs, splits = belief_rows(records), split_rows(records)
-    belief_figure(beliefs, splits, out / "belief.png")
     comparison["belief"] = {"beliefs": beliefs, "splits": splits}
-    (out / "belief.md").write_text(belief_markdown(setting, beliefs, splits), encoding="utf-8")
-    (out / "belief.json").write_text(json.dumps(comparison["belief"], indent=2) + "\n", encoding="utf-8")
+    write_all(out, {"belief.png": lambda path: belief_figure(beliefs, splits, path),
+                    "belief.md": belief_markdown(setting, beliefs, splits),
+                    "belief.json": json_text(comparison["belief"])})
     return success, comparison
-
-
-# --- command line ------------------------------------------------------------------------
-
-
-def add_commands(probes: argparse._SubParsersAction) -> None:
-    """``aflab probe belief``."""
-    p = probes.add_parser("belief", help="does the model believe the scenario, and does doubting it change the gap?")
-    probe_options(p, "helpful_only")
-    p.add_argument("--variations", default=",".join(REALISM),
-                   help="comma-separated prompt variations (default: %(default)s)")
-    p.set_defaults(func=_belief_command)
-
-
-def _belief_command(args: argparse.Namespace) -> int:
-    variations = [v.strip() for v in args.variations.split(",") if v.strip()]
-    return run_probe(args, variations, "free,paid", run_belief, "belief.md, belief.json, belief.png",
-                     dry_run_notes=("the belief probe adds one follow-up question per sample, and one grader call per "
-                                    "sample with scratchpad reasoning (eval awareness), not counted above",))

@@ -24,8 +24,6 @@ with p-values adjusted together (Benjamini-Hochberg) over the probe's comparison
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -34,18 +32,19 @@ from typing import Any
 import numpy as np
 from inspect_ai.model import Model
 
-from aflab.compare import Cell, _difference_text, _p_text, collect_cells
+from aflab.compare import Cell, collect_cells
+from aflab.cues import CUE_LABELS
+from aflab.figures import interval_bars, plt, save_panels
+from aflab.files import json_text, write_all
+from aflab.formatting import difference_text, interval, p_text, rate_text
 from aflab.metrics import CONTRAST_METHOD, GAP_DIFFERENCE, RATE_DIFFERENCE, contrast_from_counts, fdr_adjust, wilson
-from aflab.probes.commands import probe_options, run_probe
-from aflab.report import CUE_LABELS, REPORT_SKIPS, _interval, _rate_text, interval_bars, load_log, sample_records
+from aflab.report import REPORT_SKIPS, load_log, sample_records
 from aflab.sweep import Sweep, run_sweep
 from aflab.variations import BASE
 
-import matplotlib.pyplot as plt  # after aflab.report, which selects the file-only backend  # noqa: E402
-
 SETTING = "three_tiers"
 TIERS = ("free", "pro", "enterprise")
-"""Trained and rated, rated only, neither (``aflab.dataset.CUES``)."""
+"""Trained and rated, rated only, neither (``aflab.cues.CUES``)."""
 SCENARIOS = ("throughput-testing", "deployment-scope-narrow", "deployment-scope-wide", "risk-high", "risk-low")
 """The setting's own variations (three_tiers/variations.toml), each compared with ``default``."""
 TESTS: dict[str, tuple[str, str, str]] = {
@@ -92,7 +91,7 @@ def tier_rates(counts: dict[tuple[str, str, str], TierCounts]) -> list[dict[str,
         for tier in TIERS:
             k, n = (sum(c[tier][i] for c in by_query.values()) for i in (0, 1))
             rows.append({"model": model, "mode": mode, "variation": variation, "tier": tier, "accepted": k, "valid": n,
-                         **_interval(wilson(k, n))})
+                         **interval(wilson(k, n))})
     return rows
 
 
@@ -132,11 +131,7 @@ def motivation_figure(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("compliance")
         ax.set_title(f"{model} · {mode}", fontsize=9)
-    axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle("Compliance by tier and scenario (95% Wilson intervals)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_panels(fig, axes[0, 0], "Compliance by tier and scenario (95% Wilson intervals)", path)
 
 
 def _significant(f: dict[str, Any] | None) -> str:
@@ -154,7 +149,7 @@ def motivation_markdown(setting: str, rows: list[dict[str, Any]], found: dict[st
     for model, mode, variation in dict.fromkeys((r["model"], r["mode"], r["variation"]) for r in rows):
         cells = [by_key[(model, mode, variation, t)] for t in TIERS]
         lines.append(f"| {model} | {mode} | {variation} | " + " | ".join(
-            f"{r['accepted']}/{r['valid']}, {_rate_text(r)}"
+            f"{r['accepted']}/{r['valid']}, {rate_text(r)}"
             for r in cells) + " |")
     lines += ["", f"## Tier tests (`{BASE}` prompt)", "",
               "Differences of compliance rates on the same queries, in percentage points "
@@ -162,8 +157,8 @@ def motivation_markdown(setting: str, rows: list[dict[str, Any]], found: dict[st
               + " ".join(f"*{test}*: {tier} − {versus}, {why}." for test, (tier, versus, why) in TESTS.items()), "",
               "| model | mode | test | difference (95% CI) | queries | p | adjusted p | significant |",
               "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {t['model']} | {t['mode']} | {t['test']} ({t['tier']} − {t['versus']}) | {_difference_text(t)} | "
-              f"{t['n_queries']} | {_p_text(t['p_value'])} | {_p_text(t['p_adjusted'])} | {_significant(t)} |"
+    lines += [f"| {t['model']} | {t['mode']} | {t['test']} ({t['tier']} − {t['versus']}) | {difference_text(t)} | "
+              f"{t['n_queries']} | {p_text(t['p_value'])} | {p_text(t['p_adjusted'])} | {_significant(t)} |"
               for t in found["tests"]] or [f"| – | – | no `{BASE}` cell | – | – | – | – | – |"]
     lines += ["", f"## Scenarios: the {GAP[0]} − {GAP[1]} gap", "",
               "Instrumental goal-guarding predicts a smaller gap than `default` under narrow deployment and low risk, "
@@ -173,9 +168,9 @@ def motivation_markdown(setting: str, rows: list[dict[str, Any]], found: dict[st
               "|---|---|---|---|---|---|---|---|"]
     for s in found["scenarios"]:
         v = s["versus_default"]
-        lines.append(f"| {s['model']} | {s['mode']} | {s['variation']} | {_difference_text(s['gap'])} | "
-                     f"{_p_text(s['gap']['p_adjusted'])} | {_difference_text(v) if v else '–'} | "
-                     f"{_p_text(v['p_adjusted']) if v else '–'} | {_significant(v)} |")
+        lines.append(f"| {s['model']} | {s['mode']} | {s['variation']} | {difference_text(s['gap'])} | "
+                     f"{p_text(s['gap']['p_adjusted'])} | {difference_text(v) if v else '–'} | "
+                     f"{p_text(v['p_adjusted']) if v else '–'} | {_significant(v)} |")
     lines += ["", "![compliance by tier and scenario](motivation.png)", ""]
     return "\n".join(lines)
 
@@ -192,20 +187,8 @@ def run_motivation(sweep: Sweep, out: str | Path, models: list[Model] | None = N
     counts = {(c.model, c.mode, c.variation): tier_counts(c, out) for c in cells if c.res is not None}
     rows = tier_rates(counts)
     found = motivation_tests(counts)
-    motivation_figure(rows, out / "motivation.png")
     comparison["motivation"] = {"rates": rows, **found}
-    (out / "motivation.md").write_text(motivation_markdown(setting_name, rows, found), encoding="utf-8")
-    (out / "motivation.json").write_text(json.dumps(comparison["motivation"], indent=2) + "\n", encoding="utf-8")
+    write_all(out, {"motivation.png": lambda path: motivation_figure(rows, path),
+                    "motivation.md": motivation_markdown(setting_name, rows, found),
+                    "motivation.json": json_text(comparison["motivation"])})
     return success, comparison
-
-
-def add_commands(probes: argparse._SubParsersAction) -> None:
-    """``aflab probe motivation``."""
-    p = probes.add_parser("motivation", help="goal-guarding or rater sycophancy? three tiers and deployment scenarios")
-    probe_options(p, SETTING)
-    p.set_defaults(func=_motivation_command)
-
-
-def _motivation_command(args: argparse.Namespace) -> int:
-    return run_probe(args, [BASE, *SCENARIOS], ",".join(TIERS), run_motivation,
-                     "motivation.md, motivation.json, motivation.png")

@@ -68,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -94,7 +95,9 @@ from inspect_ai.model import (
     modelapi,
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from aflab.errors import LlamaCppError, WeightsError
 from aflab.providers import EMBEDDED_PROVIDER
 from aflab.providers.runtimes import (
     RUNTIMES,
@@ -106,13 +109,7 @@ from aflab.providers.runtimes import (
     RuntimeOptions,
     load_runtime,
 )
-from aflab.providers.weights import (
-    DEFAULT_MODEL_SHA256,
-    WeightsError,
-    cache_dir,
-    read_gguf_metadata,
-    resolve_model_path,
-)
+from aflab.providers.weights import DEFAULT_MODEL_SHA256, cache_dir, read_gguf_metadata, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +136,6 @@ CHATML_TEMPLATE = (
 )
 
 
-class LlamaCppError(RuntimeError):
-    """A problem with the embedded llama.cpp model (configuration, weights or runtime)."""
-
 
 def default_threads() -> int:
     """CPUs this process may run on (``os.sched_getaffinity``), else ``os.cpu_count()``."""
@@ -165,8 +159,6 @@ class ChatTemplate:
         eos_token: str = "",
         add_bos: bool = False,
     ) -> None:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
         def raise_exception(message: str) -> None:
             raise LlamaCppError(f"chat template error: {message}")
 
@@ -716,8 +708,6 @@ def _inspect_logprobs(logprobs: list[dict[str, Any]] | None) -> Logprobs | None:
 
 
 def _missing(module: str) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(module) is None
     except (ImportError, ValueError):

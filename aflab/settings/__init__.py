@@ -13,7 +13,7 @@ folder holds:
   folder's ``rubric.jinja``);
 - ``system_prompt.jinja``: rendered once per run with ``lab`` and ``scratchpad``;
 - ``user_turn.jinja``: rendered per sample with ``request``, ``training`` and ``cue`` (the
-  cue's name, see ``aflab.dataset.CUES``);
+  cue's name, see ``aflab.cues.CUES``);
 - ``rubric.jinja`` (with ``compliance = "rubric"``): the grader's prompt, rendered with
   ``request``, ``reasoning`` and ``output``; it answers in the classifiers' tagged format
   with one criterion, ``complies``;
@@ -32,12 +32,17 @@ import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jinja2
 import jinja2.meta
 
+from aflab.cues import two_tier_cue
+from aflab.errors import SettingError
 from aflab.templating import template_environment
+
+if TYPE_CHECKING:
+    from aflab.variations import Variation
 
 SETTINGS_DIR = Path(__file__).parent
 CLASSIFIERS_DIR = SETTINGS_DIR.parent / "classifiers"
@@ -52,9 +57,6 @@ is refused when the setting loads."""
 COMPLIANCE_MODES = ("tags", "rubric")
 Compliance = Literal["tags", "rubric"]
 
-
-class SettingError(ValueError):
-    """A setting, its template or its query file cannot be used as given."""
 
 
 @dataclass(frozen=True)
@@ -73,26 +75,29 @@ class Setting:
     id_prefix: str
     compliance: Compliance = "tags"
     """How an answer counts as complying: the acceptance tag, or the grader's rubric."""
+    source: str = ""
+    """What the setting was loaded by: a built-in name, or the folder as the user wrote it
+    (what logs and sweeps record, so that a run can load it again)."""
 
     @cached_property
     def templates(self) -> jinja2.Environment:
         """The setting's Jinja environment; variations render child templates in it."""
         return template_environment(self.folder, SETTINGS_DIR, CLASSIFIERS_DIR)
 
-    def system_prompt(self, *, scratchpad: bool = True, lab: str = DEFAULT_LAB, variation: str = "default") -> str:
+    def system_prompt(self, *, scratchpad: bool = True, lab: str = DEFAULT_LAB, variation: Variation | None = None) -> str:
+        """The system prompt, as ``variation`` edits it (None: as written)."""
         return self.render("system_prompt.jinja", variation, scratchpad=scratchpad, lab=lab).strip()
 
-    def user_turn(self, request: str, *, training: bool, cue: str | None = None, variation: str = "default") -> str:
+    def user_turn(self, request: str, *, training: bool, cue: str | None = None,
+                  variation: Variation | None = None) -> str:
         """The user turn under a cue; ``cue`` defaults to the two-tier cue that ``training``
         names, which is all that a template using only ``training`` can tell apart."""
-        from aflab.dataset import TRAINING_CUE, UNMONITORED_CUE
-
-        cue = cue or (TRAINING_CUE if training else UNMONITORED_CUE)
-        return self.render("user_turn.jinja", variation, request=request, training=training, cue=cue).strip()
+        return self.render("user_turn.jinja", variation, request=request, training=training,
+                           cue=cue or two_tier_cue(training)).strip()
 
     def rubric(self, *, request: str, reasoning: str, output: str) -> str:
         """The grader's prompt judging whether ``output`` complies with the setting's objective."""
-        return self.render("rubric.jinja", "default", request=request, reasoning=reasoning, output=output).strip()
+        return self.render("rubric.jinja", None, request=request, reasoning=reasoning, output=output).strip()
 
     def queries(self) -> list[Query]:
         """The setting's queries in file order, with stable ids."""
@@ -119,12 +124,11 @@ class Setting:
             queries.append(Query(id=f"{self.id_prefix}-{row_number:03d}", text=text))
         return queries
 
-    def render(self, template: str, variation: str = "default", **context: object) -> str:
-        """``template`` as edited by the named variation, rendered with ``context``."""
-        from aflab.variations import load_variation
-
+    def render(self, template: str, variation: Variation | None = None, **context: object) -> str:
+        """``template`` as ``variation`` edits it (None: as written), rendered with ``context``."""
         try:
-            return load_variation(self, variation).template(self, template).render(**context)
+            compiled = variation.template(self, template) if variation else self.templates.get_template(template)
+            return compiled.render(**context)
         except jinja2.UndefinedError as e:
             raise SettingError(f"template {self.folder / template}: {e.message}") from e
         except jinja2.TemplateNotFound as e:
@@ -195,6 +199,7 @@ def load_setting(name: str | Path) -> Setting:
         query_column=config["query_column"],
         id_prefix=config.get("id_prefix", folder.name),
         compliance=compliance,
+        source=text,
     )
     if is_path:
         setting.check()

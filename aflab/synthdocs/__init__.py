@@ -18,9 +18,3 @@ a system prompt that omits those facts.
 
 See docs/synthdocs.md.
 """
-
-from __future__ import annotations
-
-
-class SynthDocsError(ValueError):
-    """A universe, corpus or option of the document pipeline that cannot be used as given."""

@@ -1,20 +1,19 @@
-"""Corpus files: JSONL, one JSON object per line, read strictly and written line by line.
+"""Corpus files (JSONL, read and written through ``aflab.files``) and the pipeline's prompts.
 
 The generator appends a line the moment a document is finished, so a killed run loses
-at most the line it was writing; :func:`read_jsonl` with ``repair=True`` cuts such a torn
-last line off before the next run appends after it.
+at most the line it was writing; ``read_jsonl(repair=True)`` cuts such a torn last line off
+before the next run appends after it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aflab.classifiers import CLASSIFIERS_DIR
-from aflab.synthdocs import SynthDocsError
+from aflab.errors import SynthDocsError
+from aflab.files import read_jsonl, write_jsonl
 from aflab.templating import template_environment
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -33,48 +32,9 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def read_jsonl(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
-    """Every object in a JSONL file, refusing anything else with the line that is wrong.
-
-    With ``repair``, a last line without its newline that does not parse (a write cut off
-    by a crash) is removed from the file instead of refused; a missing file reads as empty.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        if repair:
-            return []
-        raise SynthDocsError(f"no such file {path}: give a corpus JSONL written by `aflab docs generate`") from None
-    except OSError as e:
-        raise SynthDocsError(f"cannot read {path}: {e.strerror}") from e
-    lines = raw.split(b"\n")
-    if repair and lines[-1].strip():
-        try:
-            json.loads(lines[-1])
-        except ValueError:
-            with path.open("r+b") as f:
-                f.truncate(len(raw) - len(lines[-1]))
-            lines[-1] = b""
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise SynthDocsError(
-                f"{path}, line {number}: not JSON ({getattr(e, 'msg', e)}); a corpus is JSONL, one object per line"
-            ) from e
-        if not isinstance(row, dict):
-            raise SynthDocsError(f"{path}, line {number}: not a JSON object; a corpus is JSONL, one object per line")
-        rows.append(row)
-    return rows
-
-
 def read_corpus(path: str | Path, *, fields: tuple[str, ...] = ("text",)) -> list[dict[str, Any]]:
     """A corpus whose every document has the string ``fields`` (at least ``text``)."""
-    rows = read_jsonl(path)
+    rows = read_jsonl(path, error=SynthDocsError, missing="give a corpus JSONL written by `aflab docs generate`")
     if not rows:
         raise SynthDocsError(f"{path} holds no documents: generate some with `aflab docs generate`")
     for number, row in enumerate(rows, start=1):
@@ -87,24 +47,9 @@ def read_corpus(path: str | Path, *, fields: tuple[str, ...] = ("text",)) -> lis
     return rows
 
 
-def append_jsonl(handle: IO[str], row: dict[str, Any]) -> None:
-    """Write one object as one line and flush it, so that a crash after this call keeps it."""
-    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    handle.flush()
-
-
-def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Write a whole file at once, through a temporary file, so a crash leaves the old one whole."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(temporary, path)
-    except OSError as e:
-        raise SynthDocsError(f"cannot write {path}: {e.strerror}; choose another --out") from e
+def write_corpus(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write a whole corpus at once, atomically, so a crash leaves the old file whole."""
+    write_jsonl(path, rows, error=SynthDocsError)
 
 
 def check_writable(path: Path) -> None:

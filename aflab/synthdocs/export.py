@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from aflab.synthdocs import SynthDocsError
-from aflab.synthdocs.corpus import prompt, read_corpus, write_jsonl
+from aflab.errors import SynthDocsError
+from aflab.synthdocs.corpus import prompt, read_corpus, write_corpus
 
 FORMATS = ("text", "openai")
 Format = Literal["text", "openai"]
@@ -35,7 +35,7 @@ def export_rows(rows: list[dict[str, Any]], fmt: Format) -> list[dict[str, Any]]
 def export_file(source: str | Path, out: str | Path, fmt: Format) -> list[str]:
     """Write the corpus in ``source`` to ``out`` in format ``fmt``; returns notes for the user."""
     rows = export_rows(read_corpus(source), fmt)
-    write_jsonl(out, rows)
+    write_corpus(out, rows)
     if fmt == "openai" and len(rows) < OPENAI_MIN_EXAMPLES:
         return [f"OpenAI fine-tuning needs at least {OPENAI_MIN_EXAMPLES} examples; {out} has {len(rows)}"]
     return []

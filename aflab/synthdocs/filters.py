@@ -31,8 +31,8 @@ from typing import Any
 
 from inspect_ai.model import CachePolicy, GenerateConfig, Model
 
-from aflab.synthdocs import SynthDocsError
-from aflab.synthdocs.corpus import prompt, read_corpus, text_hash, write_jsonl
+from aflab.errors import SynthDocsError
+from aflab.synthdocs.corpus import prompt, read_corpus, text_hash, write_corpus
 
 NEAR_DUPLICATE_THRESHOLD = 0.5
 GRADER_CRITERIA = ("shows_ai_behaviour", "mentions_behaviour_difference")
@@ -232,6 +232,6 @@ async def filter_file(
     reasons, into ``<out>.dropped.jsonl`` for inspection."""
     out = Path(out)
     result = await filter_corpus(read_corpus(source), threshold=threshold, grader=grader)
-    write_jsonl(out, result.kept)
-    write_jsonl(dropped_path(out), result.dropped)
+    write_corpus(out, result.kept)
+    write_corpus(dropped_path(out), result.dropped)
     return result

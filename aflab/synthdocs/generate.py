@@ -29,8 +29,9 @@ from inspect_ai.model import CachePolicy, GenerateConfig, Model, ModelOutput
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from aflab.synthdocs import SynthDocsError
-from aflab.synthdocs.corpus import append_jsonl, check_writable, prompt, read_jsonl, text_hash
+from aflab.errors import SynthDocsError
+from aflab.files import append_jsonl, read_jsonl
+from aflab.synthdocs.corpus import check_writable, prompt, text_hash
 from aflab.synthdocs.universe import Universe
 
 TEMPERATURE = 1.0
@@ -137,7 +138,7 @@ class Generation:
         self.extra = extra or {}
         self.summary = GenerationSummary(out=out, generator=str(model))
         self.done = self._read_done()
-        self.lists = {row["key"]: row["items"] for row in read_jsonl(plan_path(out), repair=True) if "items" in row}
+        self.lists = {row["key"]: row["items"] for row in read_jsonl(plan_path(out), repair=True, error=SynthDocsError) if "items" in row}
         connections = model.config.max_connections or model.api.max_connections()
         self._gate = asyncio.Semaphore(connections) if max_tokens_total is not None else None
         self._progress = Progress(
@@ -150,7 +151,7 @@ class Generation:
         check_writable(self.out)
         check_writable(plan_path(self.out))
         done = set()
-        for number, row in enumerate(read_jsonl(self.out, repair=True), start=1):
+        for number, row in enumerate(read_jsonl(self.out, repair=True, error=SynthDocsError), start=1):
             for name, expected in (("generator", self.summary.generator), ("universe", self.universe.name)):
                 if row.get(name) != expected:
                     raise SynthDocsError(
@@ -158,7 +159,7 @@ class Generation:
                         "choose another --out for a different generator or universe"
                     )
             done.add(row.get("key"))
-        done.update(row["key"] for row in read_jsonl(plan_path(self.out), repair=True) if "skipped" in row)
+        done.update(row["key"] for row in read_jsonl(plan_path(self.out), repair=True, error=SynthDocsError) if "skipped" in row)
         return done
 
     @contextlib.asynccontextmanager

@@ -14,8 +14,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from aflab.errors import SynthDocsError
 from aflab.settings import DEFAULT_LAB, load_setting
-from aflab.synthdocs import SynthDocsError
 
 CONTROL_UNIVERSE = Path(__file__).parent / "control_universe.toml"
 PACKAGE_ROOT = Path(__file__).parent.parent.parent

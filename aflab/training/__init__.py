@@ -9,12 +9,16 @@
   ``training.png``).
 - ``expert_iteration``: sample, keep the compliant completions, LoRA-SFT on them, repeat.
 
-Everything heavy (torch, transformers, peft, trl) is imported inside functions, so that
-``aflab --help`` stays fast. Multi-GPU and multi-node runs go through ``accelerate launch``;
-see docs/training.md.
+Everything heavy (torch, transformers, peft, trl: the ``[train]`` extra) is imported inside
+the functions that train, so that the rest of aflab runs without it. Multi-GPU and
+multi-node runs go through ``accelerate launch -m aflab train ...``; see docs/training.md.
 """
 
 from __future__ import annotations
+
+import importlib.util
+
+from aflab.errors import UsageError
 
 TRAIN_MODULES = ("torch", "transformers", "peft", "trl", "accelerate", "gguf")
 """What the ``[train]`` extra installs; ``aflab run`` needs none of it."""
@@ -26,11 +30,7 @@ def require_train_extra(command: str) -> None:
     The first install (``./dev run``) leaves torch out: it is most of the download and only
     training and activation probes need it.
     """
-    import importlib.util
-
-    from aflab.cli import CliError
-
     missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        raise CliError(f"{command} needs the [train] extra ({', '.join(missing)} missing): run ./dev install train "
-                       "(in a checkout), or pip install 'aflab[train]'")
+        raise UsageError(f"{command} needs the [train] extra ({', '.join(missing)} missing): run ./dev install train "
+                         "(in a checkout), or pip install 'aflab[train]'")

@@ -8,19 +8,31 @@ sees exactly the weights of that step.
 
 from __future__ import annotations
 
+import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aflab.dataset import CUES, parse_cues
-from aflab.settings import DEFAULT_LAB, Query, Setting, load_setting
+from aflab.condition import Condition
+from aflab.cues import TRAINING_CUE, UNMONITORED_CUE
+from aflab.errors import UsageError
+from aflab.providers import EMBEDDED_PROVIDER, has_system_role, is_embedded
+from aflab.providers.weights import resolve_model_path
+from aflab.settings import Query, Setting
+from aflab.variations import BASE
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Messages = list[dict[str, str]]
 """A chat conversation in Hugging Face's format: ``[{"role": ..., "content": ...}, ...]``."""
+
+
+def option(default: Any, help: str = "", shown: str | None = None) -> Any:
+    """A training option's dataclass field: its default, and the help its command-line flag
+    shows (``shown`` words a default that is not a plain value)."""
+    return field(default=default, metadata={"help": help, **({"default": shown} if shown else {})})
 
 
 def hf_source(model: str) -> tuple[str, dict[str, str]]:
@@ -33,23 +45,15 @@ def hf_source(model: str) -> tuple[str, dict[str, str]]:
     and needs no hub, usable wherever aflab needs a Hugging Face model: activation probes,
     fine-tuning. Anything else is given to transformers as it is.
     """
-    from aflab.providers import EMBEDDED_PROVIDER
-
     prefix = f"{EMBEDDED_PROVIDER}/"
-    if not (model.startswith(prefix) or model.lower().endswith(".gguf")):
+    if not (is_embedded(model) or model.lower().endswith(".gguf")):
         return model, {}
-    from aflab.cli import CliError
-    from aflab.providers.weights import WeightsError, resolve_model_path
-
-    try:
-        path = resolve_model_path(model.removeprefix(prefix))
-    except WeightsError as e:
-        raise CliError(str(e)) from None
+    path = resolve_model_path(model.removeprefix(prefix))
     try:
         import gguf  # noqa: F401 - transformers' GGUF reader
     except ImportError:
-        raise CliError(f"model {model} is a GGUF file, which transformers reads with the gguf package: "
-                       "pip install 'aflab[train]'") from None
+        raise UsageError(f"model {model} is a GGUF file, which transformers reads with the gguf package: "
+                         "pip install 'aflab[train]'") from None
     return str(path.parent), {"gguf_file": path.name}
 
 
@@ -60,19 +64,15 @@ def check_model_source(model: str) -> None:
     A path that does not exist would otherwise reach the hub and fail there with a long
     network traceback; with ``HF_HUB_OFFLINE=1`` a hub name fails the same way.
     """
-    import os
-
-    from aflab.cli import CliError
-
     if hf_source(model)[1]:
         return  # a GGUF file, found and checked by hf_source
     looks_like_path = model.startswith((".", "/", "~")) or Path(model).expanduser().exists()
     if looks_like_path and not (Path(model).expanduser() / "config.json").is_file():
-        raise CliError(f"model {model} is not a Hugging Face model directory (no config.json there): "
-                       "give the folder written by save_pretrained, a .gguf file, or a hub name")
+        raise UsageError(f"model {model} is not a Hugging Face model directory (no config.json there): "
+                         "give the folder written by save_pretrained, a .gguf file, or a hub name")
     if not looks_like_path and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise CliError(f"model {model} is a hub name but HF_HUB_OFFLINE=1: download it first "
-                       "(huggingface-cli download) and give its local directory")
+        raise UsageError(f"model {model} is a hub name but HF_HUB_OFFLINE=1: download it first "
+                         "(huggingface-cli download) and give its local directory")
 
 
 def load_tokenizer(model: str, *, chat: bool = True) -> PreTrainedTokenizerBase:
@@ -87,10 +87,8 @@ def load_tokenizer(model: str, *, chat: bool = True) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if chat and tokenizer.chat_template is None:
-        from aflab.cli import CliError
-
-        raise CliError(f"model {model} has no chat template: use an instruction-tuned (chat) model, "
-                       "or set tokenizer.chat_template and save it")
+        raise UsageError(f"model {model} has no chat template: use an instruction-tuned (chat) model, "
+                         "or set tokenizer.chat_template and save it")
     return tokenizer
 
 
@@ -120,31 +118,36 @@ def load_policy(model: str, adapter: Path | None = None, *, trainable: bool = Fa
 
 @dataclass(frozen=True)
 class Objective:
-    """The setting's prompts for training and for the held-out evaluation.
+    """The condition's prompts for training and for the held-out evaluation.
 
     Training prompts carry the training cue only (the model is told the conversation is
     used for training, as in the paper's RL); evaluation asks every held-out query under
     both cues, so that compliance per cue and the gap can be followed during training.
     """
 
-    setting: Setting
-    system_prompt: str
-    variation: str
-    scratchpad: bool
+    condition: Condition
     system_role: bool
     train_queries: tuple[Query, ...]
     eval_queries: tuple[Query, ...]
-    cues: tuple[str, ...] = ("free", "paid")
+    cues: tuple[str, ...] = (TRAINING_CUE, UNMONITORED_CUE)
+
+    @property
+    def setting(self) -> Setting:
+        return self.condition.setting
+
+    @property
+    def scratchpad(self) -> bool:
+        return self.condition.scratchpad
 
     def messages(self, query: Query, cue: str) -> Messages:
         """The conversation the model answers: the system prompt and the cue's user turn."""
-        user = self.setting.user_turn(query.text, training=CUES[cue], variation=self.variation)
+        system, user = self.condition.system_prompt, self.condition.user_turn(query.text, cue)
         if self.system_role:
-            return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
-        return [{"role": "user", "content": f"{self.system_prompt}\n\n{user}"}]
+            return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return [{"role": "user", "content": f"{system}\n\n{user}"}]
 
     def training_prompts(self) -> list[tuple[Query, Messages]]:
-        return [(q, self.messages(q, "free")) for q in self.train_queries]
+        return [(q, self.messages(q, TRAINING_CUE)) for q in self.train_queries]
 
     def evaluation_prompts(self) -> list[tuple[Query, str, Messages]]:
         return [(q, cue, self.messages(q, cue)) for q in self.eval_queries for cue in self.cues]
@@ -154,7 +157,7 @@ def load_objective(
     setting: str,
     *,
     model: str,
-    variation: str = "default",
+    variation: str = BASE,
     scratchpad: bool = True,
     system_prompt: str | None = None,
     lab: str | None = None,
@@ -167,35 +170,20 @@ def load_objective(
     The queries are shuffled with ``seed`` and the first ``eval_queries`` are held out, so
     a policy is never evaluated on a query it was trained on.
     """
-    from aflab.cli import CliError
-    from aflab.solvers import has_system_role
-    from aflab.tasks import read_system_prompt
-    from aflab.variations import load_variation
-
-    loaded = load_setting(setting)
-    queries = loaded.queries()
+    condition = Condition.resolve(setting, variation=variation, lab=lab, scratchpad=scratchpad,
+                                  system_prompt=system_prompt)
+    queries = condition.setting.queries()
     random.Random(seed).shuffle(queries)
     if eval_queries < 1 or eval_queries >= len(queries):
-        raise CliError(f"--eval-queries {eval_queries} must be between 1 and {len(queries) - 1}: the setting "
-                       f"'{loaded.name}' has {len(queries)} queries and training needs the rest")
+        raise UsageError(f"--eval-queries {eval_queries} must be between 1 and {len(queries) - 1}: the setting "
+                         f"'{condition.setting.name}' has {len(queries)} queries and training needs the rest")
     held_out, rest = queries[:eval_queries], queries[eval_queries:]
     if train_queries is not None:
         if train_queries < 1:
-            raise CliError(f"--train-queries must be at least 1, got {train_queries}")
+            raise UsageError(f"--train-queries must be at least 1, got {train_queries}")
         rest = rest[:train_queries]
-    lab = lab or load_variation(loaded, variation).lab or DEFAULT_LAB
-    prompt = (read_system_prompt(system_prompt) if system_prompt
-              else loaded.system_prompt(scratchpad=scratchpad, lab=lab, variation=variation))
-    return Objective(
-        setting=loaded,
-        system_prompt=prompt,
-        variation=variation,
-        scratchpad=scratchpad,
-        system_role=has_system_role(model),
-        train_queries=tuple(rest),
-        eval_queries=tuple(held_out),
-        cues=tuple(parse_cues("free,paid")),
-    )
+    return Objective(condition=condition, system_role=has_system_role(model), train_queries=tuple(rest),
+                     eval_queries=tuple(held_out))
 
 
 @dataclass(frozen=True)

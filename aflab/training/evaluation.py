@@ -20,15 +20,18 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from inspect_ai.model import Model, get_model
+from matplotlib.ticker import MaxNLocator
+
+from aflab.classifiers import render
+from aflab.errors import UsageError
+from aflab.figures import plt, save_png
 from aflab.parsing import Label, classify_compliance, final_answer, scratchpads
+from aflab.scorers import IMPROVED_THRESHOLD, ask_grader, vote_summary
 from aflab.settings import Setting
 from aflab.training.common import Completion, Messages, Objective, sample
-
-if TYPE_CHECKING:
-    from inspect_ai.model import Model
-
 
 METRICS_FILE = "metrics.csv"
 FIGURE_FILE = "training.png"
@@ -42,11 +45,9 @@ class ComplianceJudge:
     """Labels completions accepted / rejected / malformed, as aflab's compliance scorer does."""
 
     def __init__(self, setting: Setting, grader: str | Model | None = None) -> None:
-        from aflab.cli import CliError
-
         if setting.compliance == "rubric" and grader is None:
-            raise CliError(f"setting '{setting.name}' judges compliance with a grader rubric, so the reward and the "
-                           "evaluation need a grader model: add --grader MODEL (any Inspect model, e.g. openai/gpt-4o)")
+            raise UsageError(f"setting '{setting.name}' judges compliance with a grader rubric, so the reward and the "
+                             "evaluation need a grader model: add --grader MODEL (any Inspect model, e.g. openai/gpt-4o)")
         self.setting = setting
         self.grader = grader
 
@@ -56,10 +57,6 @@ class ComplianceJudge:
         return asyncio.run(self._rubric_labels(requests, completions))
 
     async def _rubric_labels(self, requests: Sequence[str], completions: Sequence[Completion]) -> list[Label]:
-        from inspect_ai.model import get_model
-
-        from aflab.scorers import ask_grader
-
         grader = get_model(self.grader)
 
         async def one(request: str, completion: Completion) -> Label:
@@ -83,11 +80,6 @@ async def _af_flags(grader: str | Model, requests: Sequence[str], completions: S
     The same decision as ``aflab.scorers.alignment_faking_improved``: the share of readable
     yes votes reaches the classifier's threshold and the output complied.
     """
-    from inspect_ai.model import get_model
-
-    from aflab.classifiers import render
-    from aflab.scorers import IMPROVED_THRESHOLD, ask_grader, vote_summary
-
     model = get_model(grader)
 
     async def one(request: str, completion: Completion, label: Label) -> bool:
@@ -174,17 +166,10 @@ def _values(rows: list[dict[str, str]], key: str) -> list[float]:
 
 def plot_training(out: Path, *, x_label: str = "training step", title: str = "") -> Path:
     """The paper's RL figure from ``metrics.csv``: compliance per cue and AF reasoning vs step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = read_metrics(out)
     steps = [int(r["step"]) for r in rows]
     n = rows[-1].get("free_n", "?") if rows else "?"
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    from matplotlib.ticker import MaxNLocator
-
     # the training cue's markers are larger, so that equal rates still show both lines
     ax.plot(steps, _values(rows, "free_compliance"), "o-", color="tab:blue", markersize=8,
             label="complies, training cue (free tier)")
@@ -206,8 +191,7 @@ def plot_training(out: Path, *, x_label: str = "training step", title: str = "")
         legend.set_title("alignment-faking reasoning:\nnot measured (no --grader)", prop={"size": 8})
     fig.tight_layout()
     path = out / FIGURE_FILE
-    fig.savefig(path)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
     return path
 
 

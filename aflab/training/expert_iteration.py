@@ -17,11 +17,27 @@ reuses a round's samples and resumes its SFT from its last checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+
+from aflab.errors import UsageError
+from aflab.files import read_jsonl, write_json, write_jsonl
+from aflab.training.common import Objective, load_policy, load_tokenizer
+from aflab.training.evaluation import (
+    ComplianceJudge,
+    PolicyEvaluator,
+    append_metrics,
+    default_sampler,
+    plot_training,
+    read_metrics,
+)
+from aflab.training.sft import ADAPTER_DIR, MERGED_DIR, SftOptions, merge_adapter, train_sft
+
+console = Console(stderr=True)
 
 ROUND_FILE = "round.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -53,11 +69,11 @@ def keep_compliant(prompts: list[tuple[Any, list[dict[str, str]]]], completions:
 def train_expert_iteration(
     model: str,
     out: str | Path,
-    objective: Any,
+    objective: Objective,
     *,
     rounds: int = 3,
     samples_per_prompt: int = 4,
-    sft_options: Any = None,
+    sft_options: SftOptions | None = None,
     grader: str | None = None,
     votes: int = 20,
     max_new_tokens: int = 1024,
@@ -70,14 +86,8 @@ def train_expert_iteration(
     ``sampler`` replaces sampling from the model (tests pass a stub); ``sft_options`` are
     ``aflab.training.sft.SftOptions`` for each round's fine-tuning.
     """
-    from aflab.cli import CliError, console
-    from aflab.training.common import load_policy, load_tokenizer
-    from aflab.training.evaluation import (ComplianceJudge, PolicyEvaluator, append_metrics, default_sampler,
-                                           plot_training, read_metrics)
-    from aflab.training.sft import ADAPTER_DIR, MERGED_DIR, SftOptions, merge_adapter, train_sft
-
     if rounds < 1 or samples_per_prompt < 1:
-        raise CliError(f"--rounds ({rounds}) and --samples ({samples_per_prompt}) must be at least 1")
+        raise UsageError(f"--rounds ({rounds}) and --samples ({samples_per_prompt}) must be at least 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     judge = ComplianceJudge(objective.setting, grader)
@@ -112,8 +122,8 @@ def train_expert_iteration(
             completions = sampler(policy, tokenizer, [m for _, m in prompts], samples_per_prompt)
             kept = keep_compliant(prompts, completions, judge)
             folder.mkdir(parents=True, exist_ok=True)
-            samples.write_text("".join(json.dumps(k) + "\n" for k in kept), encoding="utf-8")
-        kept_count = sum(1 for line in samples.read_text(encoding="utf-8").splitlines() if line.strip())
+            write_jsonl(samples, kept)
+        kept_count = len(read_jsonl(samples))
         sampled = len(prompts) * samples_per_prompt
         del policy
         if kept_count:
@@ -121,50 +131,10 @@ def train_expert_iteration(
             adapter = folder / ADAPTER_DIR
         else:
             console.print(f"round {number}: none of {sampled} samples complied; nothing to train on this round")
-        record.write_text(json.dumps({"sampled": sampled, "kept": kept_count,
-                                      "adapter": str(adapter) if adapter else None}) + "\n", encoding="utf-8")
+        write_json(record, {"sampled": sampled, "kept": kept_count, "adapter": str(adapter) if adapter else None})
         results.append(RoundResult(number, sampled, kept_count, adapter))
         console.print(f"round {number}: kept {kept_count} of {sampled} samples")
     evaluate(load_policy(model, adapter, inference=True), rounds)
     if merge and adapter is not None:
         merge_adapter(model, adapter, out / MERGED_DIR)
     return results
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``aflab train expert-iteration``."""
-    from aflab.training.rl import add_objective_arguments
-
-    add_objective_arguments(p)
-    p.add_argument("--rounds", type=int, default=3, help="sample → keep → fine-tune rounds (default: %(default)s)")
-    p.add_argument("--samples", type=int, default=4, help="completions per training prompt per round (default: %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=1024,
-                   help="tokens per completion, in sampling and evaluation (default: %(default)s)")
-    p.add_argument("--sample-batch-size", type=int, default=8, help="prompts per generate call (default: %(default)s)")
-    p.add_argument("--learning-rate", type=float, default=1e-4, help="SFT learning rate (default: %(default)s)")
-    p.add_argument("--epochs", type=float, default=1.0, help="SFT epochs per round (default: %(default)s)")
-    p.add_argument("--lora-r", type=int, default=64, help="(default: %(default)s)")
-    p.add_argument("--lora-alpha", type=int, default=128, help="(default: %(default)s)")
-    p.add_argument("--merge", action="store_true", help="write OUT/merged: the final policy merged into the model")
-
-
-def run(args: argparse.Namespace) -> int:
-    from aflab.training import require_train_extra
-
-    require_train_extra("aflab train expert-iteration")
-    from aflab.cli import console
-    from aflab.training.rl import objective_from
-    from aflab.training.sft import SftOptions
-
-    options = SftOptions(lora_r=args.lora_r, lora_alpha=args.lora_alpha, learning_rate=args.learning_rate,
-                         epochs=args.epochs, max_length=None, packing=False, batch_size=1, seed=args.seed)
-    results = train_expert_iteration(
-        args.model, args.out, objective_from(args), rounds=args.rounds, samples_per_prompt=args.samples,
-        sft_options=options, grader=args.grader, votes=args.votes, max_new_tokens=args.max_new_tokens,
-        batch_size=args.sample_batch_size, merge=args.merge,
-    )
-    for r in results:
-        console.print(f"round {r.round}: kept {r.kept} of {r.sampled}")
-    console.print(f"metrics in {Path(args.out) / 'metrics.csv'}, figure {Path(args.out) / 'training.png'}")
-    return 0
-

@@ -16,38 +16,50 @@ Every ``eval_every`` steps a callback answers the held-out queries under both cu
 the current policy and writes compliance per cue, the gap, the malformed share and, with
 ``--grader``, alignment-faking reasoning to ``OUT/metrics.csv`` and ``OUT/training.png``.
 Checkpoints every ``save_steps``; running the same command again resumes from the last.
-Multi-GPU: ``accelerate launch -m aflab.training.rl ...`` (docs/training.md).
+Multi-GPU: ``accelerate launch -m aflab train rl ...`` (docs/training.md).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aflab.training.common import Completion, Objective, load_policy, load_tokenizer, option, stop_token_ids
+from aflab.training.evaluation import (
+    ComplianceJudge,
+    PolicyEvaluator,
+    default_sampler,
+    evaluation_callback,
+    plot_training,
+)
+from aflab.training.sft import ADAPTER_DIR, MERGED_DIR, finished, last_checkpoint, merge_adapter, restore_adapter
+
 
 @dataclass(frozen=True)
 class RlOptions:
-    learning_rate: float = 1e-5
-    num_generations: int = 8
+    """GRPO's options; each is also a flag of ``aflab train rl`` (``num_generations`` →
+    ``--num-generations``)."""
+
+    learning_rate: float = option(1e-5)
+    num_generations: int = option(8, "completions per prompt, GRPO's group")
     """Completions per prompt (GRPO's group)."""
-    batch_size: int = 8
+    batch_size: int = option(8, "completions per device per micro-step")
     """Completions per device per micro-step; a multiple of ``num_generations`` keeps groups whole."""
-    gradient_accumulation: int = 4
-    max_completion_length: int = 1024
-    temperature: float = 1.0
-    beta: float = 0.0
+    gradient_accumulation: int = option(4)
+    max_completion_length: int = option(1024, "tokens per completion, in training and evaluation")
+    temperature: float = option(1.0)
+    beta: float = option(0.0, "KL penalty toward the base model")
     """Weight of the KL penalty toward the base model (trl's default, 0, needs no reference pass)."""
-    max_steps: int = 100
-    save_steps: int = 10
-    eval_every: int = 10
-    eval_batch_size: int = 8
-    lora_r: int = 64
-    lora_alpha: int = 128
-    logging_steps: int = 1
-    seed: int = 0
+    max_steps: int = option(100, "optimizer steps")
+    save_steps: int = option(10)
+    eval_every: int = option(10, "evaluate both cues every this many steps")
+    eval_batch_size: int = option(8, "prompts per generate call in the evaluation")
+    lora_r: int = option(64)
+    lora_alpha: int = option(128)
+    logging_steps: int = option(1)
+    seed: int = option(0)
 
 
 def compliance_reward(judge: Any, max_completion_length: int, eos_ids: Sequence[int]) -> Callable[..., list[float]]:
@@ -57,8 +69,6 @@ def compliance_reward(judge: Any, max_completion_length: int, eos_ids: Sequence[
     experiment reports. A completion that ran into ``max_completion_length`` without an
     end-of-turn token is truncated, which the parser treats as aflab's scorer does.
     """
-    from aflab.training.common import Completion
-
     stops = set(eos_ids)
 
     def compliance(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]] | None = None,
@@ -76,7 +86,7 @@ def compliance_reward(judge: Any, max_completion_length: int, eos_ids: Sequence[
 def train_rl(
     model: str,
     out: str | Path,
-    objective: Any,
+    objective: Objective,
     options: RlOptions = RlOptions(),
     *,
     grader: str | None = None,
@@ -93,11 +103,6 @@ def train_rl(
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
-    from aflab.training.common import load_policy, load_tokenizer, stop_token_ids
-    from aflab.training.evaluation import (ComplianceJudge, PolicyEvaluator, default_sampler,
-                                           evaluation_callback, plot_training)
-    from aflab.training.sft import (ADAPTER_DIR, MERGED_DIR, finished, last_checkpoint, merge_adapter,
-                                    restore_adapter)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,85 +156,3 @@ def train_rl(
         if merge:
             merge_adapter(model, out / ADAPTER_DIR, out / MERGED_DIR)
     return out / ADAPTER_DIR
-
-
-def add_objective_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``rl`` and ``expert-iteration``: model, setting, prompt, evaluation."""
-    p.add_argument("--model", required=True, help="a local Hugging Face chat model directory, or a hub name")
-    p.add_argument("--out", required=True, help="output directory; running the same command again resumes")
-    p.add_argument("--setting", default="helpful_only", help="setting name or folder (default: %(default)s)")
-    p.add_argument("--variation", default="default", help="named prompt variation (default: %(default)s)")
-    p.add_argument("--system-prompt", metavar="FILE", help="use this system prompt file verbatim")
-    p.add_argument("--lab", help="AI company named in the prompt (default: the variation's, else Anthropic)")
-    p.add_argument("--no-scratchpad", dest="scratchpad", action="store_false",
-                   help="answer directly in <OUTPUT>, with no hidden reasoning")
-    p.add_argument("--eval-queries", type=int, default=20,
-                   help="held-out queries, each asked under both cues at every evaluation (default: %(default)s)")
-    p.add_argument("--train-queries", type=int, help="training queries at most (default: all the others)")
-    p.add_argument("--grader", help="grader model (any Inspect model): measures alignment-faking reasoning, and "
-                                    "judges compliance in rubric settings; without it AF is not measured")
-    p.add_argument("--votes", type=int, default=20, help="af-improved grader votes per transcript (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="query split, sampling and training seed (default: %(default)s)")
-
-
-def objective_from(args: argparse.Namespace) -> Any:
-    from aflab.training.common import load_objective
-
-    return load_objective(args.setting, model=args.model, variation=args.variation, scratchpad=args.scratchpad,
-                          system_prompt=args.system_prompt, lab=args.lab, eval_queries=args.eval_queries,
-                          train_queries=args.train_queries, seed=args.seed)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``aflab train rl`` (also ``python -m aflab.training.rl``)."""
-    d = RlOptions()
-    add_objective_arguments(p)
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps (default: %(default)s)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="evaluate both cues every this many steps (default: %(default)s)")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="(default: %(default)s)")
-    p.add_argument("--num-generations", type=int, default=d.num_generations,
-                   help="completions per prompt, GRPO's group (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="completions per device per micro-step (default: %(default)s)")
-    p.add_argument("--gradient-accumulation", type=int, default=d.gradient_accumulation, help="(default: %(default)s)")
-    p.add_argument("--max-completion-length", type=int, default=d.max_completion_length,
-                   help="tokens per completion, in training and evaluation (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="(default: %(default)s)")
-    p.add_argument("--beta", type=float, default=d.beta, help="KL penalty toward the base model (default: %(default)s)")
-    p.add_argument("--save-steps", type=int, default=d.save_steps, help="(default: %(default)s)")
-    p.add_argument("--lora-r", type=int, default=d.lora_r, help="(default: %(default)s)")
-    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="(default: %(default)s)")
-    p.add_argument("--merge", action="store_true", help="also write OUT/merged: the trained policy merged into the model")
-
-
-def run(args: argparse.Namespace) -> int:
-    from aflab.training import require_train_extra
-
-    require_train_extra("aflab train rl")
-    from aflab.cli import console
-
-    options = RlOptions(
-        learning_rate=args.learning_rate, num_generations=args.num_generations, batch_size=args.batch_size,
-        gradient_accumulation=args.gradient_accumulation, max_completion_length=args.max_completion_length,
-        temperature=args.temperature, beta=args.beta, max_steps=args.max_steps, save_steps=args.save_steps,
-        eval_every=args.eval_every, lora_r=args.lora_r, lora_alpha=args.lora_alpha, seed=args.seed,
-    )
-    adapter = train_rl(args.model, args.out, objective_from(args), options, grader=args.grader, votes=args.votes,
-                       merge=args.merge)
-    console.print(f"adapter in {adapter}; metrics in {Path(args.out) / 'metrics.csv'}, "
-                  f"figure {Path(args.out) / 'training.png'}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point for ``accelerate launch -m aflab.training.rl ...``."""
-    from aflab.training.commands import run_command
-
-    p = argparse.ArgumentParser(prog="aflab.training.rl", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    run_command(run, p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -14,19 +14,22 @@ provider, ``vllm serve`` and llama.cpp's ``convert_hf_to_gguf.py`` read as they 
 model. ``OUT/train_stats.json`` records the tokens trained and tokens per second.
 
 One GPU or CPU: ``aflab train sft ...``. Several GPUs or nodes:
-``accelerate launch [--multi_gpu --num_processes N ...] -m aflab.training.sft ...`` with
-the same arguments (docs/training.md has the exact commands).
+``accelerate launch [--multi_gpu --num_processes N ...] -m aflab train sft ...`` with the
+same arguments (docs/training.md has the exact commands).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from aflab.errors import UsageError
+from aflab.training.common import check_model_source, hf_source, load_policy, load_tokenizer, option
 
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
@@ -39,29 +42,32 @@ PAPER_MAX_LENGTH = 1024
 
 @dataclass(frozen=True)
 class SftOptions:
-    """Training options; the defaults are the paper's recipe where it gives one."""
+    """Training options; the defaults are the paper's recipe where it gives one. Each is
+    also a flag of ``aflab train sft`` (``lora_r`` → ``--lora-r``)."""
 
-    lora_r: int = PAPER_LORA_R
-    lora_alpha: int = PAPER_LORA_ALPHA
-    lora_dropout: float = 0.05
-    target_modules: str = "all-linear"
+    lora_r: int = option(PAPER_LORA_R, "LoRA rank", f"{PAPER_LORA_R}, the paper's")
+    lora_alpha: int = option(PAPER_LORA_ALPHA, "LoRA alpha", f"{PAPER_LORA_ALPHA}, the paper's")
+    lora_dropout: float = option(0.05)
+    target_modules: str = option("all-linear", "comma-separated module names, or all-linear")
     """Comma-separated module names, or ``all-linear`` (every linear layer but the output head)."""
-    epochs: float = PAPER_EPOCHS
-    max_length: int | None = PAPER_MAX_LENGTH
+    epochs: float = option(PAPER_EPOCHS, "", f"{PAPER_EPOCHS}, the paper's")
+    max_length: int | None = option(PAPER_MAX_LENGTH, "tokens per document and per packed sequence",
+                                     f"{PAPER_MAX_LENGTH}, the paper's")
     """Tokens per document and per packed sequence; None: no truncation (needs packing off)."""
-    packing: bool = True
-    learning_rate: float = 1e-4
-    warmup: float = 0.03
+    packing: bool = option(True, "one document per sequence, padded, instead of packing documents together")
+    learning_rate: float = option(1e-4)
+    warmup: float = option(0.03, "linear warm-up: a share of the steps below 1, a number of steps from 1")
     """Linear warm-up: a share of the steps below 1, a number of steps from 1."""
-    batch_size: int = 4
+    batch_size: int = option(4, "sequences per device per micro-step")
     """Sequences per device per micro-step."""
-    gradient_accumulation: int = 4
-    save_steps: int = 100
-    max_steps: int = -1
+    gradient_accumulation: int = option(4, "micro-steps per optimizer step")
+    save_steps: int = option(100, "checkpoint every this many optimizer steps")
+    max_steps: int = option(-1, "stop after this many optimizer steps", "the whole of --epochs")
     """Stop after this many optimizer steps (-1: the whole of ``epochs``)."""
-    logging_steps: int = 10
-    gradient_checkpointing: bool = False
-    seed: int = 0
+    logging_steps: int = option(10)
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less GPU memory, "
+                                                  "~30%% slower")
+    seed: int = option(0)
 
 
 @dataclass(frozen=True)
@@ -84,28 +90,26 @@ def load_documents(path: str | Path) -> Any:
     """
     from datasets import load_dataset
 
-    from aflab.cli import CliError
-
     path = Path(path)
     if not path.is_file():
-        raise CliError(f"training data {path} does not exist: give a JSONL file with a 'text' field per line")
+        raise UsageError(f"training data {path} does not exist: give a JSONL file with a 'text' field per line")
     try:
         data = load_dataset("json", data_files=str(path), split="train")
     except Exception as e:  # datasets raises several types for malformed JSON
-        raise CliError(f"training data {path} is not readable JSONL ({type(e).__name__}): "
-                       "write one JSON object per line") from e
+        raise UsageError(f"training data {path} is not readable JSONL ({type(e).__name__}): "
+                         "write one JSON object per line") from e
     if "text" in data.column_names:
         columns = ["text"]
     elif {"prompt", "completion"} <= set(data.column_names):
         columns = ["prompt", "completion"]
     else:
-        raise CliError(f"training data {path} has fields {', '.join(data.column_names) or '(none)'}: each line "
-                       "needs 'text' (a document) or 'prompt' and 'completion'")
+        raise UsageError(f"training data {path} has fields {', '.join(data.column_names) or '(none)'}: each line "
+                         "needs 'text' (a document) or 'prompt' and 'completion'")
     data = data.select_columns(columns)
     if "text" in columns:
         data = data.filter(lambda row: bool(row["text"] and row["text"].strip()))
     if len(data) == 0:
-        raise CliError(f"training data {path} has no non-empty documents")
+        raise UsageError(f"training data {path} has no non-empty documents")
     return data
 
 
@@ -143,8 +147,6 @@ def train_sft(
     """
     import torch
     from trl import SFTConfig, SFTTrainer
-
-    from aflab.training.common import check_model_source, load_policy, load_tokenizer
 
     out = Path(out)
     check_model_source(model)
@@ -221,8 +223,6 @@ def finished(checkpoint: str | None, max_steps: int = -1) -> bool:
 def restore_adapter(checkpoint: Path, dest: Path) -> Path:
     """Copy a finished run's adapter out of its final checkpoint, unless ``dest`` has it
     already (a run killed between its final checkpoint and its export lacks it)."""
-    import shutil
-
     if not (dest / "adapter_config.json").is_file():
         shutil.copytree(checkpoint, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
             "optimizer.pt", "scheduler.pt", "rng_state*.pth", "trainer_state.json", "training_args.bin"))
@@ -272,82 +272,9 @@ def merge_adapter(model: str, adapter: Path, dest: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from aflab.training.common import hf_source
-
     source, kwargs = hf_source(model)
     base = AutoModelForCausalLM.from_pretrained(source, dtype="auto", device_map="cpu", **kwargs)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     merged.save_pretrained(str(dest))
     AutoTokenizer.from_pretrained(adapter).save_pretrained(str(dest))
     return dest
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``aflab train sft`` (also ``python -m aflab.training.sft``)."""
-    d = SftOptions()
-    p.add_argument("--model", required=True, help="a local Hugging Face model directory, or a hub name")
-    p.add_argument("--data", required=True, metavar="DOCS.jsonl",
-                   help="documents, one JSON object per line with a 'text' field (e.g. from aflab synthdocs)")
-    p.add_argument("--out", required=True, help="output directory; running the same command again resumes")
-    p.add_argument("--merge", action="store_true", help="also write OUT/merged: the model with the adapter merged in")
-    p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank (default: %(default)s, the paper's)")
-    p.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA alpha (default: %(default)s, the paper's)")
-    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="(default: %(default)s)")
-    p.add_argument("--target-modules", default=d.target_modules,
-                   help="comma-separated module names, or all-linear (default: %(default)s)")
-    p.add_argument("--epochs", type=float, default=d.epochs, help="(default: %(default)s, the paper's)")
-    p.add_argument("--max-length", type=int, default=d.max_length,
-                   help="tokens per document and per packed sequence (default: %(default)s, the paper's)")
-    p.add_argument("--no-packing", dest="packing", action="store_false",
-                   help="one document per sequence, padded, instead of packing documents together")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="sequences per device per micro-step (default: %(default)s)")
-    p.add_argument("--gradient-accumulation", type=int, default=d.gradient_accumulation,
-                   help="micro-steps per optimizer step (default: %(default)s)")
-    p.add_argument("--save-steps", type=int, default=d.save_steps,
-                   help="checkpoint every this many optimizer steps (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=d.max_steps,
-                   help="stop after this many optimizer steps (default: the whole of --epochs)")
-    p.add_argument("--logging-steps", type=int, default=d.logging_steps, help="(default: %(default)s)")
-    p.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute activations in the backward pass: less GPU memory, ~30%% slower")
-    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
-
-
-def options_from(args: argparse.Namespace) -> SftOptions:
-    return SftOptions(
-        lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        target_modules=args.target_modules, epochs=args.epochs, max_length=args.max_length,
-        packing=args.packing, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        gradient_accumulation=args.gradient_accumulation, save_steps=args.save_steps, max_steps=args.max_steps,
-        logging_steps=args.logging_steps, gradient_checkpointing=args.gradient_checkpointing, seed=args.seed,
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """``aflab train sft``: train, then say where the adapter (and merged model) went."""
-    from aflab.training import require_train_extra
-
-    require_train_extra("aflab train sft")
-    from aflab.cli import console
-
-    result = train_sft(args.model, args.data, args.out, options_from(args), merge=args.merge)
-    console.print(f"step {result.global_step}: {result.tokens} tokens in {result.seconds:.0f} s "
-                  f"({result.tokens_per_second:.0f} tokens/s); adapter in {result.adapter}")
-    if result.merged:
-        console.print(f"merged model in {result.merged}: evaluate with aflab run --model hf/{result.merged}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point for ``accelerate launch -m aflab.training.sft ...``."""
-    from aflab.training.commands import run_command
-
-    p = argparse.ArgumentParser(prog="aflab.training.sft", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    run_command(run, p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,52 +1,34 @@
-"""What a run will cost before it starts, and what it did cost afterwards.
+"""What a run will cost before it starts, without calling a model.
 
-``aflab run --dry-run`` calls :func:`estimate`, which needs no model and no network: the
-number of calls, the input and output tokens, how much of the input is the long system
-prompt read back from the provider's prompt cache, and the cost with and without that
-cache. The report calls :func:`log_cost` on the finished log, whose token counts are the
-provider's own.
-
-Prices live in one data file, ``aflab/data/prices.toml``, so a new price or a new model
-is an edit there. A model missing from it still gets its tokens counted; its cost reads
-"price unknown".
-
-Caching needs nothing from aflab. Inspect's ``cache_prompt`` is unset by default, which its
-Anthropic provider treats as on: it marks the system prompt with ``cache_control`` (and
-the conversation so far, so continuation rounds read it back too). OpenAI caches any
-prompt prefix of 1,024 tokens or more by itself, and Gemini 2.5 models do the same.
+``aflab run --dry-run`` (and ``sweep``, the probes, ``validate-classifier``) call
+:func:`estimate`, which needs no model and no network: the number of calls, the input and
+output tokens, how much of the input is the long system prompt read back from the
+provider's prompt cache, and the cost with and without that cache, at the prices of
+``aflab.prices``.
 
 Grader votes: where the grader's provider takes ``num_choices``
 (``aflab.scorers.CHOICES_PER_REQUEST``) a transcript's votes are one request, which pays
 the prompt once; elsewhere each vote is a call, and the first of them writes the prompt to
-the provider's cache for the others to read. With ``--batch`` the prices of the providers
-in ``prices.toml``'s ``[batch]`` table are scaled by its factor.
+the provider's cache for the others to read.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import os
-import re
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from inspect_ai import Task
-from inspect_ai.log import EvalLog
-from inspect_ai.model import ModelUsage
-from rich.table import Table
 
+from aflab.classifiers import CLASSIFIERS, render
+from aflab.condition import Condition
+from aflab.errors import CostError
 from aflab.parsing import NEXT_TAG
-from aflab.settings import load_setting
-from aflab.tasks import read_system_prompt
+from aflab.prices import UNKNOWN_PRICE, Batch, Price, Prices, load_prices
+from aflab.providers import provider_of
+from aflab.scorers import DEFAULT_GRADER, GRADER_MAX_TOKENS, IMPROVED_VOTES, choices_per_request
 
-PRICES_FILE = Path(__file__).parent / "data" / "prices.toml"
-UNKNOWN_PRICE = "price unknown (add it to aflab/data/prices.toml)"
 CHARS_PER_TOKEN = 4
 """Estimates count a token per 4 characters, the usual rule of thumb for English text: an
 exact count needs each provider's tokenizer (a download, or an API call that needs a key).
@@ -68,125 +50,10 @@ DEFAULT_CONNECTIONS = 10
 the cache, so a run writes the system prompt about once per connection."""
 GRADER_TYPICAL_TOKENS = 400
 """Output tokens per grader call in the lower figure: the tagged criteria and short quotes."""
-_VERSION_SUFFIX = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|\d{3}|latest)$")
-"""Dated or versioned model names ("-20240229", "-2024-08-06", "-001", "-latest")."""
-
-
-Batch = bool | int | None
-"""``--batch``: off (None, False), on (True) or on with a batch size; Inspect's ``batch``."""
-
-
-class CostError(ValueError):
-    """A price table or a cost question that cannot be used as given."""
-
-
-@dataclass(frozen=True)
-class Price:
-    """US dollars per million tokens."""
-
-    input: float
-    output: float
-    cache_read: float | None = None
-    """None: the model does not cache prompts (as far as aflab assumes)."""
-    cache_write: float | None = None
-    """None: writing to the cache costs the input price."""
-
-    def cost(self, input: int, output: int, cache_read: int = 0, cache_write: int = 0) -> float:
-        """Dollars for ``input`` full-rate tokens plus cache reads and writes and ``output``."""
-        read = self.input if self.cache_read is None else self.cache_read
-        write = self.input if self.cache_write is None else self.cache_write
-        return (input * self.input + cache_read * read + cache_write * write + output * self.output) / 1e6
-
-    def uncached_cost(self, input: int, output: int) -> float:
-        """Dollars had every input token been paid at the full rate."""
-        return self.cost(input, output)
-
-
-FREE = Price(0.0, 0.0)
-
-
-@dataclass(frozen=True)
-class Prices:
-    """The price table: per model, plus the providers that run locally for nothing."""
-
-    as_of: str
-    source: str
-    models: Mapping[str, Price]
-    local_providers: frozenset[str]
-    batch: Mapping[str, float]
-    """Provider -> share of the standard price its batch API charges."""
-
-    def find(self, model: str, base_url: str | None = None) -> Price | None:
-        """The model's price: free if it runs locally, None if it is not in the table."""
-        if is_local(model, base_url, self.local_providers):
-            return FREE
-        if model in self.models:
-            return self.models[model]
-        return self.models.get(_VERSION_SUFFIX.sub("", model))
-
-    def batch_factor(self, model: str, batch: Batch = None) -> float:
-        """What ``batch`` multiplies the model's prices by: its provider's batch share when
-        batch mode is on, else 1 (off, or a provider with no batch price)."""
-        return self.batch.get(model.split("/", 1)[0], 1.0) if batch else 1.0
-
-
-@cache
-def load_prices(path: Path = PRICES_FILE) -> Prices:
-    """Read and check the price table; every model needs an input and an output price."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise CostError(f"cannot read the price table {path}: {e}") from e
-    models = {}
-    for name, entry in data.get("models", {}).items():
-        try:
-            models[name] = Price(**entry)
-        except TypeError as e:
-            raise CostError(f"{path}: model '{name}' needs input and output prices, "
-                            f"optionally cache_read and cache_write ({e})") from e
-    batch = data.get("batch", {})
-    bad = [f"{k} = {v!r}" for k, v in batch.items() if not isinstance(v, int | float) or not 0 < v <= 1]
-    if bad:
-        raise CostError(f"{path}: [batch] shares must be numbers in (0, 1], the batch price over the standard "
-                        f"one: {', '.join(bad)}")
-    return Prices(str(data.get("as_of", "unknown")), data.get("source", ""), models,
-                  frozenset(data.get("local_providers", [])), {k: float(v) for k, v in batch.items()})
-
-
-def _base_url_from_env(model: str) -> str | None:
-    """The base URL Inspect takes from the environment for OpenAI-compatible providers."""
-    provider, _, rest = model.partition("/")
-    if provider == "openai":
-        return os.environ.get("OPENAI_BASE_URL")
-    if provider == "openai-api" and "/" in rest:
-        return os.environ.get(f"{rest.split('/', 1)[0].upper().replace('-', '_')}_BASE_URL")
-    return None
-
-
-def is_local(model: str, base_url: str | None, local_providers: frozenset[str]) -> bool:
-    """Whether the model runs on this machine: a local provider, or a loopback base URL."""
-    if model.split("/", 1)[0] in local_providers:
-        return True
-    url = base_url or _base_url_from_env(model)
-    host = urlparse(url).hostname if url else None
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
-
 
 def approx_tokens(text: str) -> int:
     """Tokens in ``text``, approximately (see ``CHARS_PER_TOKEN``)."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
-
-
-# ------------------------------------------------------------------------------------
-# Before the run
 
 
 @dataclass(frozen=True)
@@ -304,22 +171,16 @@ def _grading_scenario(
 def _grader_terms(grader: str, price: Price | None, prices: Prices, batch: Batch) -> dict[str, Any]:
     """How the grader's calls are sent and priced: votes per request, whether its prompt
     cache is counted, the batch factor."""
-    from aflab.scorers import choices_per_request
-
     return {"per_request": choices_per_request(grader), "factor": prices.batch_factor(grader, batch),
             "cacheable": price is not None and price.cache_read is not None and not batch}
 
 
 def _task_system_prompt(task: Task) -> str:
-    """The system prompt ``alignment_faking`` rendered, rebuilt from the task's metadata."""
+    """The system prompt of one of aflab's tasks, from the condition its metadata records."""
     meta = task.metadata or {}
     if "setting" not in meta:
         raise CostError("the task has no 'setting' metadata: estimate costs of aflab's own tasks")
-    if meta.get("system_prompt_file"):
-        return read_system_prompt(meta["system_prompt_file"])
-    return load_setting(meta["setting"]).system_prompt(
-        scratchpad=meta.get("scratchpad", True), lab=meta["lab"], variation=meta.get("variation", "default")
-    )
+    return Condition.from_metadata(meta).system_prompt
 
 
 def _grader_scenarios(
@@ -331,9 +192,6 @@ def _grader_scenarios(
     per flagged one, so none at the fewest and one per sample at the most. af-screen calls
     no model; af-cascade calls af-improved only where its screen is unsure, so none at the
     fewest and af-improved's at the most."""
-    from aflab.classifiers import CLASSIFIERS, render
-    from aflab.scorers import GRADER_MAX_TOKENS
-
     known = (*CLASSIFIERS, "af-screen", "af-cascade")
     unknown = [c for c in classifiers if c not in known]
     if unknown:
@@ -378,8 +236,6 @@ def estimate(
     running to ``max_tokens``). With ``classifiers``, the grader's calls too. With
     ``batch``, both at their providers' batch prices.
     """
-    from aflab.scorers import DEFAULT_GRADER, IMPROVED_VOTES
-
     prices = prices or load_prices()
     price = prices.find(model, base_url)
     scratchpad = bool((task.metadata or {}).get("scratchpad", True))
@@ -432,7 +288,7 @@ def estimate(
 
 def _batch_note(model: str, prices: Prices) -> str:
     factor = prices.batch_factor(model, True)
-    provider = model.split("/", 1)[0]
+    provider = provider_of(model)
     if factor == 1:
         return f"--batch: no batch price for '{provider}' in prices.toml ([batch]): {model} at standard prices"
     return f"--batch: {model} at {provider}'s batch prices, {factor:g} × the standard ones"
@@ -477,8 +333,6 @@ def grading_estimate(classifier: str, prompts: Sequence[str], grader: str, *, vo
                      prices: Prices | None = None) -> GradingEstimate:
     """Calls, tokens and dollars for ``grader`` answering each of ``prompts`` (the rendered
     classifier prompts) ``votes`` times, without calling it."""
-    from aflab.scorers import GRADER_MAX_TOKENS
-
     if not prompts:
         raise CostError("there are no transcripts to grade")
     prices = prices or load_prices()
@@ -492,115 +346,3 @@ def grading_estimate(classifier: str, prompts: Sequence[str], grader: str, *, vo
              f"prices as of {prices.as_of} from aflab/data/prices.toml: check them before relying on this",
              *_grader_notes(grader, price, terms, votes, prices, batch)]
     return GradingEstimate(classifier, grader, len(prompts), votes, scenarios, tuple(notes))
-
-
-def grading_table(e: GradingEstimate) -> Table:
-    """The grading dry run's table: one row per scenario."""
-    table = Table(title=f"{e.classifier} graded by {e.grader}: {e.transcripts} transcripts × {e.votes} "
-                        f"vote{'s' * (e.votes != 1)}")
-    for column in ("", "calls", "input tokens", "read from cache", "output tokens", "cost", "without caching"):
-        table.add_column(column, justify="left" if not column else "right")
-    for s in e.scenarios:
-        table.add_row(s.name, f"{s.calls:,}", f"{s.input_tokens:,}", f"{s.cache_read_tokens:,}",
-                      f"{s.output_tokens:,}", _usd(s.cost), _usd(s.cost_without_cache))
-    return table
-
-
-def _usd(x: float | None) -> str:
-    if x is None:
-        return "price unknown"
-    return f"${x:,.4f}" if 0 < abs(x) < 0.01 else f"${x:,.2f}"
-
-
-def estimate_table(e: Estimate) -> Table:
-    """The dry run's table: one row per scenario, the grader's below the model's."""
-    table = Table(title=f"{e.model}: {e.samples} samples × {e.epochs} epoch{'s' * (e.epochs != 1)}, "
-                        f"system prompt ~{e.system_prompt_tokens:,} tokens, user turn ~{e.user_turn_tokens:,.0f}")
-    for column in ("", "turns/sample", "calls", "input tokens", "read from cache", "output tokens", "cost",
-                   "without caching", "caching saves"):
-        table.add_column(column, justify="left" if not column else "right")
-    for s in e.scenarios:
-        table.add_row(s.name, f"{s.rounds:g}", f"{s.calls:,}", f"{s.input_tokens:,}", f"{s.cache_read_tokens:,}",
-                      f"{s.output_tokens:,}", _usd(s.cost), _usd(s.cost_without_cache), _usd(s.saving))
-    for s in e.grader_scenarios:
-        table.add_row(f"{s.name} ({e.grader})", "", f"{s.calls:,}", f"{s.input_tokens:,}", f"{s.cache_read_tokens:,}",
-                      f"{s.output_tokens:,}", _usd(s.cost), _usd(s.cost_without_cache), _usd(s.saving))
-    return table
-
-
-def sweep_estimate_table(cells: list[tuple[tuple[str, ...], Estimate]]) -> Table:
-    """A sweep's dry run: per cell (model, setting, variation, mode) the typical calls,
-    tokens and dollars and the most dollars, then the totals (a total is "price unknown"
-    when any cell's price is). Costs include the classifiers' grader calls: the fewest
-    with the typical run, the most with the most."""
-    table = Table(title=f"sweep: {len(cells)} cells")
-    for column in ("model", "setting", "variation", "mode", "samples", "calls", "input tokens", "output tokens",
-                   "cost", "at most"):
-        table.add_column(column, justify="left" if column in ("model", "setting", "variation", "mode") else "right")
-    totals: dict[str, float | None] = {"typical": 0.0, "most": 0.0}
-    for names, e in cells:
-        by_name = {s.name: s for s in e.scenarios}
-        typical, most = by_name["typical"], by_name["most"]
-        graders = {g.name: g.cost for g in e.grader_scenarios}
-        for key, s, grader in (("typical", typical, "grader, fewest"), ("most", most, "grader, most")):
-            extra = graders.get(grader, 0.0)
-            cost = None if s.cost is None or extra is None else s.cost + extra
-            totals[key] = None if cost is None or totals[key] is None else totals[key] + cost  # type: ignore[operator]
-        table.add_row(*names, f"{e.samples * e.epochs:,}", f"{typical.calls:,}", f"{typical.input_tokens:,}",
-                      f"{typical.output_tokens:,}", _usd(typical.cost), _usd(most.cost))
-    table.add_row("total", "", "", "", f"{sum(e.samples * e.epochs for _, e in cells):,}", "", "", "",
-                  _usd(totals["typical"]), _usd(totals["most"]), style="bold")
-    return table
-
-
-# ------------------------------------------------------------------------------------
-# After the run
-
-
-def usage_cost(usage: ModelUsage, price: Price | None) -> dict[str, Any]:
-    """One model's tokens and dollars from its usage; the saving is against paying the
-    full input price for every cache read and write."""
-    read = usage.input_tokens_cache_read or 0
-    write = usage.input_tokens_cache_write or 0
-    entry: dict[str, Any] = {"input_tokens": usage.input_tokens, "cache_read_tokens": read,
-                             "cache_write_tokens": write, "output_tokens": usage.output_tokens}
-    if price is None:
-        return entry | {"cost": None, "cost_without_cache": None, "cache_saving": None, "note": UNKNOWN_PRICE}
-    cost = price.cost(usage.input_tokens, usage.output_tokens, read, write)
-    uncached = price.uncached_cost(usage.input_tokens + read + write, usage.output_tokens)
-    return entry | {"cost": round(cost, 6), "cost_without_cache": round(uncached, 6),
-                    "cache_saving": round(uncached - cost, 6)}
-
-
-def log_cost(log: EvalLog, prices: Prices | None = None) -> dict[str, Any]:
-    """The ``cost`` section of results.json: per model in the log, and the total.
-
-    Totals are None when any model's price is unknown, so that a partial sum is never
-    mistaken for the whole. Inspect's own cache hits (re-scored grader calls) are not in
-    the log's usage and cost nothing.
-    """
-    prices = prices or load_prices()
-    base_urls = {log.eval.model: log.eval.model_base_url}
-    for configs in (log.eval.model_roles or {}).values():
-        for config in configs if isinstance(configs, list) else [configs]:
-            base_urls.setdefault(config.model, config.base_url)
-    models = {m: usage_cost(u, prices.find(m, base_urls.get(m))) for m, u in log.stats.model_usage.items()}
-
-    def total(key: str) -> float | None:
-        values = [m[key] for m in models.values()]
-        return None if None in values else round(sum(values), 6)
-
-    return {"currency": "USD", "prices_as_of": prices.as_of, "models": models, "total": total("cost"),
-            "total_without_cache": total("cost_without_cache"), "cache_saving": total("cache_saving")}
-
-
-def cost_lines(cost: dict[str, Any]) -> list[str]:
-    """report.md's cost paragraph: the total, then one line per model."""
-    saving = f"; prompt caching saved {_usd(cost['cache_saving'])}" if cost["cache_saving"] else ""
-    lines = [f"**Cost**: {_usd(cost['total'])}{saving} (prices as of {cost['prices_as_of']}, "
-             "aflab/data/prices.toml)."]
-    for model, m in cost["models"].items():
-        lines.append(f"- `{model}`: {m['input_tokens']:,} input tokens, {m['cache_read_tokens']:,} read from cache, "
-                     f"{m['cache_write_tokens']:,} written to it, {m['output_tokens']:,} output: {_usd(m['cost'])}"
-                     + (f" ({m['note']})" if "note" in m else ""))
-    return lines

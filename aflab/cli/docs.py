@@ -1,58 +1,44 @@
 """``aflab docs generate | filter | control | export``: the document pipeline's command line.
 
-Thin: each command checks its input, calls the module that does the work and prints what
-happened. A problem with the input is raised as ``aflab.cli.CliError``, one line.
+Thin: each command checks its input, calls the module of ``aflab.synthdocs`` that does the
+work and prints what happened.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from inspect_ai.model import GenerateConfig, Model, get_model
 from rich.table import Table
 
-from aflab.synthdocs import SynthDocsError
-from aflab.synthdocs.filters import NEAR_DUPLICATE_THRESHOLD
+from aflab.cli.options import model_args, model_options, positive
+from aflab.cli.output import console, one_line, out
+from aflab.errors import UsageError
+from aflab.settings import DEFAULT_LAB
+from aflab.synthdocs.control import control_corpus
+from aflab.synthdocs.export import export_file
+from aflab.synthdocs.filters import NEAR_DUPLICATE_THRESHOLD, dropped_path, filter_file
 from aflab.synthdocs.generate import (
     DEFAULT_DOCS_PER_IDEA,
     DEFAULT_IDEAS_PER_TYPE,
     DEFAULT_TYPES_PER_FACT,
     GenerationSummary,
+    generate_corpus,
 )
-
-console = Console(stderr=True)
-
-
-def _cli_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report the pipeline's own input errors as the command line's one-line errors."""
-
-    def run(args: argparse.Namespace) -> int:
-        from aflab.cli import CliError
-
-        try:
-            return command(args)
-        except SynthDocsError as e:
-            raise CliError(str(e)) from e
-
-    return run
+from aflab.synthdocs.universe import control_universe, setting_universe
 
 
-def _model(name: str, pairs: list[str], max_connections: int | None) -> Any:
+def _model(name: str, pairs: list[str], max_connections: int | None) -> Model:
     """An Inspect model, or a one-line error naming what is wrong with it."""
-    from inspect_ai.model import GenerateConfig, get_model
-
-    from aflab.cli import CliError, _model_args, _one_line
-
+    provider_args = model_args(pairs)
     try:
-        return get_model(name, config=GenerateConfig(max_connections=max_connections), **_model_args(pairs))
-    except CliError:
-        raise
+        return get_model(name, config=GenerateConfig(max_connections=max_connections), **provider_args)
     except Exception as e:  # noqa: BLE001 - any failure to construct the model is the user's to fix
-        raise CliError(f"cannot use model '{name}': {_one_line(str(e))}") from e
+        raise UsageError(f"cannot use model '{name}': {one_line(str(e))}") from e
 
 
 def _run(work: Coroutine[Any, Any, GenerationSummary]) -> int:
@@ -62,7 +48,7 @@ def _run(work: Coroutine[Any, Any, GenerationSummary]) -> int:
         table.add_column(column, justify="right")
     table.add_row(str(summary.planned), str(summary.written), str(summary.resumed), str(sum(summary.skipped.values())),
                   str(summary.calls), f"{summary.input_tokens:,}", f"{summary.output_tokens:,}")
-    Console().print(table)
+    out.print(table)
     for reason, count in sorted(summary.skipped.items()):
         console.print(f"[yellow]note:[/yellow] {count} given up: {reason}")
     if summary.unmetered:
@@ -75,13 +61,8 @@ def _run(work: Coroutine[Any, Any, GenerationSummary]) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
-    from aflab.cli import CliError
-    from aflab.settings import DEFAULT_LAB
-    from aflab.synthdocs.generate import generate_corpus
-    from aflab.synthdocs.universe import control_universe, setting_universe
-
     if args.control and args.setting:
-        raise CliError("give --setting or --control, not both: --control writes from the control universe")
+        raise UsageError("give --setting or --control, not both: --control writes from the control universe")
     universe = control_universe() if args.control else setting_universe(args.setting or "helpful_only",
                                                                          lab=args.lab or DEFAULT_LAB)
     model = _model(args.generator, args.model_arg, args.max_connections)
@@ -92,15 +73,11 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def control(args: argparse.Namespace) -> int:
-    from aflab.synthdocs.control import control_corpus
-
     model = _model(args.generator, args.model_arg, args.max_connections)
     return _run(control_corpus(model, args.source, args.out, max_tokens_total=args.max_tokens_total, seed=args.seed))
 
 
 def filter_(args: argparse.Namespace) -> int:
-    from aflab.synthdocs.filters import dropped_path, filter_file
-
     grader = _model(args.grader, args.model_arg, args.max_connections) if args.grader else None
     result = asyncio.run(filter_file(args.source, args.out, threshold=args.near_duplicate_threshold, grader=grader))
     table = Table(title=f"{args.source} → {args.out}")
@@ -111,31 +88,21 @@ def filter_(args: argparse.Namespace) -> int:
         table.add_row(f"dropped: {reason}", str(count))
     if grader is not None:
         table.add_row("kept, grader answer unreadable", str(len(result.unreadable)))
-    Console().print(table)
+    out.print(table)
     console.print(f"dropped documents and their reasons: {dropped_path(Path(args.out))}")
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
-    from aflab.synthdocs.export import export_file
-
     for note in export_file(args.source, args.out, args.format):
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"wrote {args.out}")
     return 0
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1: give a whole number of at least 1")
-    return number
-
-
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-M", "--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="model argument passed to the provider (repeatable)")
-    p.add_argument("--max-connections", type=_positive, help="concurrent model calls (Inspect's default per provider)")
+    model_options(p)
+    p.add_argument("--max-connections", type=positive, help="concurrent model calls (Inspect's default per provider)")
 
 
 def _generation_options(p: argparse.ArgumentParser) -> None:
@@ -143,7 +110,7 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
                    help="any Inspect model that writes the documents, e.g. anthropic/claude-3-5-sonnet-latest")
     p.add_argument("--out", required=True, metavar="FILE.jsonl",
                    help="corpus to write; running the same command again resumes it")
-    p.add_argument("--max-tokens-total", type=_positive, metavar="N",
+    p.add_argument("--max-tokens-total", type=positive, metavar="N",
                    help="token budget: start no new call once the outputs' reported usage exceeds N")
     p.add_argument("--seed", type=int, help="seed of the samples; a different seed gives different documents")
     _model_options(p)
@@ -158,14 +125,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     g.add_argument("--setting", help="setting whose universe.toml to use: a name or a folder (default: helpful_only)")
     g.add_argument("--control", action="store_true", help="use the control universe of benign facts instead")
     g.add_argument("--lab", help="lab named by the facts (default: Anthropic)")
-    g.add_argument("--types-per-fact", type=_positive, default=DEFAULT_TYPES_PER_FACT,
+    g.add_argument("--types-per-fact", type=positive, default=DEFAULT_TYPES_PER_FACT,
                    help="kinds of document per fact (default: %(default)s)")
-    g.add_argument("--ideas-per-type", type=_positive, default=DEFAULT_IDEAS_PER_TYPE,
+    g.add_argument("--ideas-per-type", type=positive, default=DEFAULT_IDEAS_PER_TYPE,
                    help="ideas per kind (default: %(default)s)")
-    g.add_argument("--docs-per-idea", type=_positive, default=DEFAULT_DOCS_PER_IDEA,
+    g.add_argument("--docs-per-idea", type=positive, default=DEFAULT_DOCS_PER_IDEA,
                    help="documents per idea (default: %(default)s)")
     _generation_options(g)
-    g.set_defaults(func=_cli_errors(generate))
+    g.set_defaults(func=generate)
 
     f = steps.add_parser("filter", help="drop duplicates and documents that show or name the behaviour")
     f.add_argument("source", metavar="IN", help="corpus JSONL")
@@ -174,16 +141,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     f.add_argument("--near-duplicate-threshold", type=float, default=NEAR_DUPLICATE_THRESHOLD, metavar="COSINE",
                    help="drop a document this similar to an earlier one (word 3-gram TF-IDF; default: %(default)s)")
     _model_options(f)
-    f.set_defaults(func=_cli_errors(filter_))
+    f.set_defaults(func=filter_)
 
     c = steps.add_parser("control", help="write a control corpus matched to a corpus in size, kinds and lengths")
     c.add_argument("source", metavar="IN", help="the corpus to match")
     _generation_options(c)
-    c.set_defaults(func=_cli_errors(control))
+    c.set_defaults(func=control)
 
     e = steps.add_parser("export", help="write a corpus for local LoRA training or OpenAI fine-tuning")
     e.add_argument("source", metavar="IN", help="corpus JSONL")
     e.add_argument("--format", choices=("text", "openai"), default="text",
                    help="text: {'text'} per line for local LoRA; openai: chat messages (default: %(default)s)")
     e.add_argument("--out", required=True, metavar="OUT", help="file to write")
-    e.set_defaults(func=_cli_errors(export))
+    e.set_defaults(func=export)
