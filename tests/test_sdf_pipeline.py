@@ -36,7 +36,7 @@ def test_universe_to_documents_to_fine_tuned_models_to_side_by_side_report(tiny_
     generator = Generator()
     real = inspect_ai.model.get_model
     # the generator named on the command line is the scripted one; any other model is real
-    monkeypatch.setattr("aflab.cli.docs.get_model", lambda name=None, **kw: real(
+    monkeypatch.setattr("aflab.cli.options.get_model", lambda name=None, **kw: real(
         name, **({"custom_outputs": generator} if name == "mockllm/model" else {}), **kw))
     corpus, control = tmp_path / "docs.jsonl", tmp_path / "control.jsonl"
     _cli(["docs", "generate", "--setting", "helpful_only", "--generator", "mockllm/model", "--types-per-fact", "1",

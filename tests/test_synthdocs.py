@@ -272,7 +272,7 @@ def test_the_command_line_generates_filters_and_exports(tmp_path, monkeypatch):
 
     generator = Generator()
     real = inspect_ai.model.get_model
-    monkeypatch.setattr("aflab.cli.docs.get_model", lambda name, **kw: real(name, custom_outputs=generator, **kw))
+    monkeypatch.setattr("aflab.cli.options.get_model", lambda name, **kw: real(name, custom_outputs=generator, **kw))
     out = tmp_path / "c.jsonl"
     assert _cli(["docs", "generate", "--control", "--generator", "mockllm/model", "--types-per-fact", "1",
                  "--ideas-per-type", "2", "--docs-per-idea", "1", "--out", str(out)]) == 0

@@ -12,11 +12,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from inspect_ai.model import GenerateConfig, Model, get_model
+from inspect_ai.model import GenerateConfig, Model
 from rich.table import Table
 
-from aflab.cli.options import model_args, model_options, positive
-from aflab.cli.output import console, one_line, out
+from aflab.cli.options import load_model, model_args, model_options, positive
+from aflab.cli.output import console, out
 from aflab.errors import UsageError
 from aflab.settings import DEFAULT_LAB
 from aflab.synthdocs.control import control_corpus
@@ -33,12 +33,8 @@ from aflab.synthdocs.universe import control_universe, setting_universe
 
 
 def _model(name: str, pairs: list[str], max_connections: int | None) -> Model:
-    """An Inspect model, or a one-line error naming what is wrong with it."""
-    provider_args = model_args(pairs)
-    try:
-        return get_model(name, config=GenerateConfig(max_connections=max_connections), **provider_args)
-    except Exception as e:  # noqa: BLE001 - any failure to construct the model is the user's to fix
-        raise UsageError(f"cannot use model '{name}': {one_line(str(e))}") from e
+    """The pipeline's model with its ``-M`` arguments and connection limit."""
+    return load_model(name, config=GenerateConfig(max_connections=max_connections), **model_args(pairs))
 
 
 def _run(work: Coroutine[Any, Any, GenerationSummary]) -> int:

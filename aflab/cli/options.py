@@ -16,6 +16,9 @@ import dataclasses
 import typing
 from typing import Any, Literal, TypeVar
 
+from inspect_ai.model import Model, get_model
+
+from aflab.cli.output import one_line
 from aflab.condition import Condition
 from aflab.errors import UsageError
 from aflab.scorers import CLASSIFIER_SCORERS, DEFAULT_GRADER, IMPROVED_VOTES
@@ -40,6 +43,16 @@ def model_args(pairs: list[str]) -> dict[str, Any]:
             raise UsageError(f"model argument '{pair}' is not KEY=VALUE: write e.g. -M n_ctx=16384")
         args[key] = int(value) if value.isdigit() else value
     return args
+
+
+def load_model(name: str, **options: Any) -> Model:
+    """The Inspect model ``name`` (``options`` as ``get_model`` takes them), or a one-line
+    error: an unknown provider, a missing package or a missing key fails before any work.
+    Inspect keeps the model object, so a run that names it again reuses it."""
+    try:
+        return get_model(name, **options)
+    except Exception as e:  # noqa: BLE001 - any failure to construct the model is the user's to fix
+        raise UsageError(f"cannot use model '{name}': {one_line(str(e))}") from e
 
 
 def positive(value: str) -> int:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
-
-from inspect_ai.model import get_model
 
 from aflab.cli.options import (
     EMBEDDED_ANSWER_TOKENS,
@@ -22,10 +19,11 @@ from aflab.cli.options import (
     condition_options,
     experiment_options,
     grader_options,
+    load_model,
     model_args,
     model_options,
 )
-from aflab.cli.output import check_writable, console, finished, note, one_line, out
+from aflab.cli.output import check_writable, console, finished, note, out
 from aflab.cli.tables import estimate_table, print_results
 from aflab.errors import UsageError
 from aflab.estimate import estimate
@@ -41,17 +39,6 @@ REPORT_FILES = "results.json, report.md, compliance.png"
 def default_out(model: str, setting: str, scratchpad: bool) -> Path:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
     return Path("runs") / f"{setting}-{slug}{'' if scratchpad else '-no-scratchpad'}"
-
-
-def check_model(model: str, base_url: str | None, args: dict[str, Any]) -> None:
-    """Fail before any work on an unknown provider, a missing package or a missing key.
-
-    Inspect keeps the model object it creates here, so the run reuses it.
-    """
-    try:
-        get_model(model, base_url=base_url, **args)
-    except Exception as e:  # noqa: BLE001 - any failure to construct the model is the user's to fix
-        raise UsageError(f"cannot use model '{model}': {one_line(str(e))}") from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                          f"({', '.join(sorted(GRAMMAR_PROVIDERS))}: the embedded model, llama.cpp or vLLM servers), "
                          f"not {provider}")
     if not embedded:  # the embedded model is checked when it loads its weights
-        check_model(args.model, args.model_base_url, provider_args)
+        load_model(args.model, base_url=args.model_base_url, **provider_args)
     check_writable(out_dir)
     success, res = run_experiment(
         task,
