@@ -78,5 +78,5 @@ class Condition:
 
     def metadata(self) -> dict[str, Any]:
         """What a log records of the condition, enough to resolve it again."""
-        return {"setting": self.setting.source or self.setting.name, "variation": self.variation.name,
+        return {"setting": self.setting.source, "variation": self.variation.name,
                 "scratchpad": self.scratchpad, "lab": self.lab, "system_prompt_file": self.system_prompt_file}

@@ -78,9 +78,10 @@ figure's ``savefig``)."""
 
 
 def write_all(folder: str | Path, files: dict[str, Content]) -> None:
-    """Write several files of ``folder`` together: each under a temporary name first, then
-    all renamed into place, so a crash leaves neither a half-written file nor a new file
-    beside an old one that should have changed with it (a report and its figure)."""
+    """Write several files of ``folder`` together: each under a temporary name first, and
+    only once all are written are they renamed into place, so a crash while writing (the
+    slow part: a figure, a large JSON) leaves the old files as they were and never a
+    half-written one."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     staged = {}

@@ -50,7 +50,7 @@ def experiment_task(
             system_role=system_role, constrain_format=constrain_format, decision_probs=decision_probs, decision=tags,
         ),
         # the rubric scorer is logged with its arguments, so it gets the setting by name
-        scorer=[compliance(None if tags else setting.source or setting.name),
+        scorer=[compliance(None if tags else setting.source),
                 *([decision_probability()] if decision_probs is not False and tags else [])],
         config=GenerateConfig(temperature=PAPER_TEMPERATURE, max_tokens=PAPER_MAX_TOKENS),
         metadata={**condition.metadata(), "seed": seed, "constrain_format": constrain_format,

@@ -132,10 +132,6 @@ def experiment_options(p: argparse.ArgumentParser, command: Literal["run", "swee
 Options = TypeVar("Options")
 
 
-def _flag(field: dataclasses.Field[Any]) -> str:
-    return "--" + field.name.replace("_", "-")
-
-
 def dataclass_options(p: argparse.ArgumentParser, cls: type, *, only: tuple[str, ...] | None = None,
                       skip: tuple[str, ...] = ()) -> None:
     """A flag per field of the dataclass ``cls`` (``lora_r`` → ``--lora-r``), with its
@@ -147,14 +143,15 @@ def dataclass_options(p: argparse.ArgumentParser, cls: type, *, only: tuple[str,
         if field.name in skip or (only is not None and field.name not in only):
             continue
         kind = hints[field.name]
+        flag = field.name.replace("_", "-")
         text = field.metadata.get("help", "")
-        shown = field.metadata.get("default", "%(default)s")
         if kind is bool:
-            flag = f"--no-{field.name.replace('_', '-')}" if field.default else _flag(field)
-            p.add_argument(flag, dest=field.name, action="store_false" if field.default else "store_true", help=text)
+            p.add_argument(f"--no-{flag}" if field.default else f"--{flag}", dest=field.name,
+                           action="store_false" if field.default else "store_true", help=text)
             continue
+        shown = field.metadata.get("default", "%(default)s")
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        p.add_argument(_flag(field), dest=field.name, type=base, default=field.default,
+        p.add_argument(f"--{flag}", dest=field.name, type=base, default=field.default,
                        help=f"{text} (default: {shown})".lstrip())
 
 

@@ -73,11 +73,11 @@ class Setting:
     queries_file: Path
     query_column: str
     id_prefix: str
-    compliance: Compliance = "tags"
-    """How an answer counts as complying: the acceptance tag, or the grader's rubric."""
-    source: str = ""
+    source: str
     """What the setting was loaded by: a built-in name, or the folder as the user wrote it
     (what logs and sweeps record, so that a run can load it again)."""
+    compliance: Compliance = "tags"
+    """How an answer counts as complying: the acceptance tag, or the grader's rubric."""
 
     @cached_property
     def templates(self) -> jinja2.Environment:
